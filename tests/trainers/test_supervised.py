@@ -1,0 +1,143 @@
+"""Supervised trainer: one step, a tiny end-to-end run, resume, stop signals, bad input."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import jax
+import numpy as np
+import pytest
+
+from busjax import checkpointing, registry
+from busjax.data import pipeline
+from busjax.trainers import supervised
+from conftest import make_fake_source
+
+
+def tiny_cfg(**kw):
+  cfg = registry.get_config("unet", "tiny")
+  cfg.dataset = "fake"
+  cfg.num_folds = 4
+  for k, v in kw.items():
+    cfg[k] = v
+  return cfg
+
+
+@pytest.fixture(scope="module")
+def data():
+  return pipeline.load_data(tiny_cfg(), source=make_fake_source())
+
+
+def params_of(run_dir, cfg):
+  model = registry.build_model(cfg)
+  state = supervised.create_train_state(cfg, model, jax.random.key(0))
+  ckpt = checkpointing.Checkpoints(os.path.join(run_dir, "checkpoints"), model_name=cfg.model_name)
+  restored, meta = ckpt.restore(state)
+  ckpt.close()
+  return restored.params, meta
+
+
+def test_train_step_reduces_loss_and_updates_everything(data):
+  cfg = tiny_cfg()
+  model = registry.build_model(cfg)
+  state = supervised.create_train_state(cfg, model, jax.random.key(0))
+  before = jax.device_get(state.params)
+  step = supervised.make_train_step(cfg, model)
+  imgs, masks = data.images[:2], data.masks[:2]
+  losses = []
+  for _ in range(5):
+    state, m = step(state, imgs, masks)
+    losses.append(float(m["loss"]))
+  assert int(state.step) == 5
+  assert all(np.isfinite(losses)) and losses[-1] < losses[0]
+  changed = jax.tree.map(lambda a, b: bool(np.any(a != b)), before, jax.device_get(state.params))
+  assert all(jax.tree.leaves(changed))
+
+
+def test_end_to_end_outputs(tmp_path, data):
+  cfg = tiny_cfg(max_steps=3)
+  result = supervised.train(cfg, str(tmp_path), data=data, quiet=True)
+  rdir = tmp_path / "fake" / "unet" / "fold_0"
+  for f in ("config.json", "splits.json", "metrics.jsonl", "eval.json"):
+    assert (rdir / f).is_file(), f
+  assert list((rdir / "overlays").glob("*.png"))
+  ev = json.loads((rdir / "eval.json").read_text())
+  assert set(ev["summary"]) >= {"dice", "jaccard", "tpr", "fpr", "precision", "accuracy", "aer",
+                                "hd", "hd95", "ahd", "mae", "rmse", "miou_50_95"}
+  assert ev["summary"]["dice"]["n"] >= 1
+  assert len(ev["per_image"]) == result["num_test_images"] > 0
+  splits = json.loads((rdir / "splits.json").read_text())
+  all_names = splits["train"] + splits["validation"] + splits["test"]
+  assert sorted(all_names) == sorted(data.names)
+  assert [r["name"] for r in ev["per_image"]] == splits["test"]
+
+
+def test_resume_reproduces_uninterrupted_run(tmp_path, data):
+  full = tiny_cfg(max_steps=4)
+  supervised.train(full, str(tmp_path / "a"), data=data, quiet=True)
+  first = tiny_cfg(max_steps=2)
+  supervised.train(first, str(tmp_path / "b"), data=data, quiet=True)
+  supervised.train(full, str(tmp_path / "b"), data=data, quiet=True)  # resumes at step 2
+  pa, ma = params_of(str(tmp_path / "a" / "fake" / "unet" / "fold_0"), full)
+  pb, mb = params_of(str(tmp_path / "b" / "fake" / "unet" / "fold_0"), full)
+  assert ma["step"] == mb["step"] == 4
+  jax.tree.map(np.testing.assert_array_equal, pa, pb)
+  rows = [json.loads(l) for l in open(tmp_path / "b" / "fake" / "unet" / "fold_0" / "metrics.jsonl")]
+  steps = [r["step"] for r in rows if "loss" in r]
+  assert steps == sorted(set(steps))
+
+
+def test_signal_saves_state_and_rerun_resumes(tmp_path, data, monkeypatch):
+  cfg = tiny_cfg(max_steps=5)
+  real = supervised.make_train_step
+
+  def killing_step(cfg_, model):
+    step = real(cfg_, model)
+
+    def wrapped(state, *a):
+      out = step(state, *a)
+      if int(out[0].step) == 3:
+        os.kill(os.getpid(), signal.SIGTERM)
+      return out
+    return wrapped
+
+  monkeypatch.setattr(supervised, "make_train_step", killing_step)
+  with pytest.raises(KeyboardInterrupt):
+    supervised.train(cfg, str(tmp_path / "k"), data=data, quiet=True)
+  rdir = str(tmp_path / "k" / "fake" / "unet" / "fold_0")
+  assert params_of(rdir, cfg)[1]["step"] == 3
+  monkeypatch.setattr(supervised, "make_train_step", real)
+  supervised.train(cfg, str(tmp_path / "k"), data=data, quiet=True)
+  supervised.train(cfg, str(tmp_path / "u"), data=data, quiet=True)
+  p_k, _ = params_of(rdir, cfg)
+  p_u, _ = params_of(str(tmp_path / "u" / "fake" / "unet" / "fold_0"), cfg)
+  jax.tree.map(np.testing.assert_array_equal, p_k, p_u)
+
+
+def test_checkpoint_of_another_model_is_refused(tmp_path, data):
+  cfg = tiny_cfg(max_steps=1)
+  supervised.train(cfg, str(tmp_path), data=data, quiet=True)
+  rdir = tmp_path / "fake" / "unet" / "fold_0"
+  ckpt = checkpointing.Checkpoints(str(rdir / "checkpoints"), model_name="stan")
+  with pytest.raises(checkpointing.CheckpointMismatchError, match="written by model 'unet'"):
+    ckpt.restore({"x": np.zeros(1)})
+  wider = tiny_cfg(max_steps=2)
+  wider.model.width = 8
+  with pytest.raises(checkpointing.CheckpointMismatchError, match="does not fit"):
+    supervised.train(wider, str(tmp_path), data=data, quiet=True)
+
+
+def test_nan_loss_is_a_clear_error(tmp_path, data):
+  cfg = tiny_cfg(max_steps=2)
+  cfg.log_every = 1
+  cfg.optimizer.learning_rate = float("nan")
+  with pytest.raises(FloatingPointError, match="loss became nan at step 2"):
+    supervised.train(cfg, str(tmp_path), data=data, quiet=True)
+
+
+def test_eval_only_without_checkpoint_fails(tmp_path, data):
+  cfg = tiny_cfg()
+  cfg.eval_only = True
+  with pytest.raises(FileNotFoundError, match="no best checkpoint"):
+    supervised.train(cfg, str(tmp_path), data=data, quiet=True)

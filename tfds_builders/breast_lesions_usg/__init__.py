@@ -1,0 +1,1 @@
+"""breast_lesions_usg dataset."""

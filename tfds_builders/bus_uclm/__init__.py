@@ -1,0 +1,1 @@
+"""bus_uclm dataset."""

@@ -1,0 +1,1 @@
+"""synthetic_bus: procedural breast-ultrasound images (the busjax default dataset)."""

@@ -1,0 +1,1 @@
+"""udiat_b dataset."""
