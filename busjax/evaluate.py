@@ -41,7 +41,7 @@ def evaluate_run(cfg, rdir: str, state: Any, predict, test: pipeline.Segmentatio
     ex = test.source[int(test.indices[i])]
     gt = ex["mask"][..., 0] > 0
     prob = resize_prob(probs[i], *gt.shape)
-    row = {"name": test.names[i], "label": pipeline.LABELS[int(test.labels[i])],
+    row = {"name": test.names[i], "label": pipeline.label_name(int(test.labels[i])),
            **metrics_lib.segmentation_metrics(prob, gt, threshold=cfg.threshold)}
     per_image.append(row)
     if cfg.postprocess:
@@ -96,11 +96,11 @@ def format_table(result: dict, rdir: str = "") -> str:
   """The metric table printed at the end of a run (mean ± std over test images)."""
   lines = [f"\n{result['model']} on {result['dataset']} fold {result['fold']}: "
            f"{result['num_test_images']} test images" + (f" ({rdir})" if rdir else ""),
-           f"{'metric':<12}{'all':>22}{'small tumours':>22}"]
+           f"{'metric':<13}{'all':>26}{'small tumours':>26}"]
   for k in metrics_lib.METRIC_KEYS + metrics_lib.EXTRA_KEYS:
     cells = []
     for summ in (result["summary"], result["small_tumour_summary"]):
       s = summ.get(k)
-      cells.append("n/a" if not s or not s["n"] else f"{s['mean']:.4f} ± {s['std']:.4f} ({s['n']})")
-    lines.append(f"{k:<12}{cells[0]:>22}{cells[1]:>22}")
+      cells.append("n/a" if not s or not s["n"] else f"{s['mean']:.4g} ± {s['std']:.4g} ({s['n']})")
+    lines.append(f"{k:<13}{cells[0]:>26}{cells[1]:>26}")
   return "\n".join(lines)

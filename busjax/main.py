@@ -11,12 +11,12 @@ evaluates the best checkpoint. This is the only module that reads flags.
 """
 from __future__ import annotations
 
-import ast
 import sys
 
-from absl import app, flags
+from absl import app, flags, logging
 
 from busjax import registry
+from busjax.configs.overrides import apply_overrides, parse_value  # noqa: F401  (re-exported)
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "unet", "Model name (see --helpfull for the list).")
@@ -34,45 +34,6 @@ flags.DEFINE_integer("batch_size", None, "Batch size.")
 flags.DEFINE_integer("seed", None, "Seed of parameters, folds, shuffling and augmentation.")
 flags.DEFINE_bool("eval_only", False, "Only evaluate the best checkpoint.")
 flags.DEFINE_multi_string("set", [], "Config override key=value, e.g. --set model.width=16.")
-
-
-def parse_value(text: str):
-  """``'1e-3'`` -> 0.001, ``'true'`` -> True, ``'(1, 2)'`` -> (1, 2); else the string."""
-  low = text.strip().lower()
-  if low in ("true", "false"):
-    return low == "true"
-  try:
-    return ast.literal_eval(text)
-  except (ValueError, SyntaxError):
-    return text
-
-
-def apply_overrides(cfg, overrides: list[str]):
-  """Applies ``key=value`` overrides to a ConfigDict; unknown keys are errors."""
-  for item in overrides:
-    if "=" not in item:
-      raise ValueError(f"--set expects key=value, got {item!r}")
-    key, text = item.split("=", 1)
-    parts = key.strip().split(".")
-    node = cfg
-    for p in parts[:-1]:
-      if p not in node:
-        raise KeyError(f"--set {key}: no config field {p!r} (fields: {sorted(node.keys())})")
-      node = node[p]
-    if parts[-1] not in node:
-      raise KeyError(f"--set {key}: no config field {parts[-1]!r} (fields: {sorted(node.keys())})")
-    value = parse_value(text)
-    old = node[parts[-1]]
-    if isinstance(old, float) and isinstance(value, int) and not isinstance(value, bool):
-      value = float(value)
-    if isinstance(old, tuple) and isinstance(value, list):
-      value = tuple(value)
-    try:
-      with cfg.unlocked():
-        node[parts[-1]] = value
-    except TypeError as e:
-      raise ValueError(f"--set {item}: {e}") from e
-  return cfg
 
 
 def build_config(argv_flags=None):
@@ -95,6 +56,9 @@ def known_datasets() -> list[str]:
 
 def main(argv):
   del argv
+  # Orbax and JAX log every checkpoint step at INFO through absl: keep the
+  # console for the progress bar, warnings and the result table.
+  logging.set_verbosity(logging.WARNING)
   names = registry.model_names()
   if FLAGS.model not in names:
     print(f"error: unknown model {FLAGS.model!r}. Valid models: {', '.join(names)}",

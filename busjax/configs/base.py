@@ -37,6 +37,10 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.num_folds = 5
   c.fold = 0
   c.seed = 0
+  # XLA's RngBitGenerator compiles parameter initialisation ~1.5-4x faster than
+  # threefry on CPU; its streams are deterministic per backend (CPU runs repeat
+  # exactly) but differ between CPU and GPU. "threefry2x32" is portable.
+  c.prng_impl = "rbg"
   c.include_normal = True  # keep lesion-free images (empty masks) in training
   c.augment = ml_collections.ConfigDict(dict(hflip=True, vflip=False, shift=0.1))
   # Optimisation.

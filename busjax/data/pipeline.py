@@ -26,6 +26,11 @@ from busjax.data import splits as splits_lib
 LABELS = ("normal", "benign", "malignant")
 
 
+def label_name(label: int) -> str:
+  """Class name of a label id; -1 (TFDS 'no label', e.g. STU-Hospital) is 'unknown'."""
+  return LABELS[label] if 0 <= label < len(LABELS) else "unknown"
+
+
 @dataclasses.dataclass
 class SegmentationData:
   """A dataset resized to one size, with its fold assignment.
@@ -108,8 +113,9 @@ def load_data(cfg, source=None) -> SegmentationData:
     pids.append(_text(ex.get("patient_id", "")))
     if pub_key in ex:
       pub.append(int(ex[pub_key]))
-  if pub:
-    folds = np.asarray(pub) - min(pub)
+  pub = np.asarray(pub)
+  if len(pub) == n and pub.min() >= 0 and len(np.unique(pub)) == cfg.num_folds:
+    folds = np.unique(pub, return_inverse=True)[1].astype(np.int32)  # 1-based -> 0-based
     fold_source = f"publisher ({pub_key})"
   else:
     folds = splits_lib.stratified_group_folds(labels, pids, cfg.num_folds, cfg.seed)

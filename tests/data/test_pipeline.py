@@ -67,3 +67,16 @@ def test_augment_moves_image_and_mask_together():
   none = ml_collections.ConfigDict(dict(hflip=False, vflip=False, shift=0.0))
   same, _ = pipeline.augment(jax.random.key(1), img, mask, none)
   np.testing.assert_array_equal(np.asarray(same), img)
+
+
+def test_missing_publisher_folds_fall_back_to_our_folds():
+  src = [dict(ex, publisher_fold_5=-1) for ex in make_fake_source(10)]
+  cfg = registry.get_config("unet", "tiny")
+  data = pipeline.load_data(cfg, source=src)
+  assert data.fold_source.startswith("stratified_group_kfold")
+  assert set(data.folds) == set(range(5))
+
+
+def test_label_names():
+  assert [pipeline.label_name(i) for i in (-1, 0, 1, 2)] == ["unknown", "normal", "benign",
+                                                              "malignant"]

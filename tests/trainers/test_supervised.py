@@ -31,7 +31,7 @@ def data():
 
 def params_of(run_dir, cfg):
   model = registry.build_model(cfg)
-  state = supervised.create_train_state(cfg, model, jax.random.key(0))
+  state = supervised.create_train_state(cfg, model, jax.random.key(0, impl=cfg.prng_impl))
   ckpt = checkpointing.Checkpoints(os.path.join(run_dir, "checkpoints"), model_name=cfg.model_name)
   restored, meta = ckpt.restore(state)
   ckpt.close()
@@ -41,7 +41,7 @@ def params_of(run_dir, cfg):
 def test_train_step_reduces_loss_and_updates_everything(data):
   cfg = tiny_cfg()
   model = registry.build_model(cfg)
-  state = supervised.create_train_state(cfg, model, jax.random.key(0))
+  state = supervised.create_train_state(cfg, model, jax.random.key(0, impl=cfg.prng_impl))
   before = jax.device_get(state.params)
   step = supervised.make_train_step(cfg, model)
   imgs, masks = data.images[:2], data.masks[:2]

@@ -1,0 +1,194 @@
+"""What every benchmark shares: configs, the results JSONL, environment, timing.
+
+Results files are JSON Lines: one object per line, each written with a single
+append + flush + fsync (:func:`append_row`), so a killed benchmark leaves every
+finished row intact and at most one cut line, which :func:`read_rows` skips.
+"""
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import statistics
+import time
+from typing import Any, Callable, Iterable, Sequence
+
+from busjax import registry
+from busjax.configs.overrides import apply_overrides
+from busjax.trainers import common as trainer_common
+
+
+# ----------------------------------------------------------------------------- configs
+
+
+def model_overrides(model: str, overrides: Iterable[str]) -> list[str]:
+  """The ``--set`` items that apply to ``model``.
+
+  ``key=value`` applies to every model; ``model:key=value`` only to ``model``
+  (models name their fields differently, e.g. ``unet:model.width=8`` and
+  ``rca_iunet:model.base_width=8``).
+  """
+  out = []
+  for item in overrides:
+    key = item.split("=", 1)[0]
+    if ":" in key:
+      prefix, rest = item.split(":", 1)
+      if prefix.strip() == model:
+        out.append(rest)
+    else:
+      out.append(item)
+  return out
+
+
+def build_config(model: str, *, schedule: str = "default", overrides: Sequence[str] = (),
+                 **fields: Any):
+  """``registry.get_config(model, schedule)``, then ``fields`` (None: keep the
+  profile's value), then the ``--set`` overrides of :func:`model_overrides`.
+
+  The same order as ``busjax.main.build_config``, so a benchmark cell trains
+  exactly what ``python -m busjax.main`` with the same flags would.
+  """
+  cfg = registry.get_config(model, schedule)
+  for k, v in fields.items():
+    if v is not None:
+      if k not in cfg:
+        raise KeyError(f"no config field {k!r}")
+      cfg[k] = v
+  return apply_overrides(cfg, model_overrides(model, overrides))
+
+
+def check_models(models: Sequence[str]) -> None:
+  """Raises ``KeyError`` naming the valid models if any of ``models`` is unknown."""
+  names = registry.model_names()
+  bad = [m for m in models if m not in names]
+  if bad:
+    raise KeyError(f"unknown model(s) {', '.join(bad)}; valid models: {', '.join(names)}")
+
+
+def count_params(cfg) -> int:
+  """Number of trainable parameters of ``cfg``'s registered module (no compute:
+  ``jax.eval_shape`` of ``init``). For adversarial models: the generator."""
+  import jax
+  import jax.numpy as jnp
+
+  model = registry.build_model(cfg)
+  x = jax.ShapeDtypeStruct((1, cfg.image_size, cfg.image_size, 1), jnp.float32)
+  rng = jax.random.key(0)
+  shapes = jax.eval_shape(lambda r, x: model.init({"params": r, "dropout": r}, x, train=False),
+                          rng, x)
+  return int(sum(math.prod(a.shape) for a in jax.tree.leaves(shapes["params"])))
+
+
+# ----------------------------------------------------------------------------- results files
+
+
+def append_row(path: str, row: dict) -> dict:
+  """Appends ``row`` as one JSON line (NaN/inf become null), then flushes and
+  fsyncs. A line cut by an earlier kill is terminated first so it cannot
+  swallow this row. Returns the row as written."""
+  safe = trainer_common.json_safe(row)
+  line = json.dumps(safe, allow_nan=False, sort_keys=False) + "\n"
+  d = os.path.dirname(os.path.abspath(path))
+  os.makedirs(d, exist_ok=True)
+  with open(path, "ab+") as f:
+    f.seek(0, os.SEEK_END)
+    if f.tell() > 0:
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        f.write(b"\n")
+    f.write(line.encode())
+    f.flush()
+    os.fsync(f.fileno())
+  return safe
+
+
+def read_rows(*paths: str, kind: str | None = None) -> list[dict]:
+  """All rows of the given JSONL files (missing files: none), in order.
+
+  Lines that do not parse (a row cut by a kill) are skipped. With ``kind``,
+  only rows whose ``"kind"`` equals it.
+  """
+  rows = []
+  for path in paths:
+    if not os.path.exists(path):
+      continue
+    with open(path) as f:
+      for line in f:
+        line = line.strip()
+        if not line:
+          continue
+        try:
+          row = json.loads(line)
+        except json.JSONDecodeError:
+          continue
+        if isinstance(row, dict) and (kind is None or row.get("kind") == kind):
+          rows.append(row)
+  return rows
+
+
+# ----------------------------------------------------------------------------- environment
+
+
+def environment() -> dict:
+  """Device and software of this process: device kind, platform, versions."""
+  import flax
+  import jax
+  import jaxlib
+
+  dev = jax.devices()[0]
+  try:
+    from importlib.metadata import version
+    busjax_version = version("busjax")
+  except Exception:  # not installed as a distribution
+    busjax_version = None
+  return {
+      "device_kind": dev.device_kind,
+      "platform": dev.platform,
+      "num_devices": jax.device_count(),
+      "num_processes": jax.process_count(),
+      "jax_version": jax.__version__,
+      "jaxlib_version": jaxlib.__version__,
+      "flax_version": flax.__version__,
+      "busjax_version": busjax_version,
+      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+  }
+
+
+def peak_memory_bytes() -> int | None:
+  """``peak_bytes_in_use`` of the first device, where the backend reports it
+  (GPU, TPU); None on CPU."""
+  import jax
+
+  try:
+    stats = jax.devices()[0].memory_stats()
+  except Exception:
+    return None
+  if not stats:
+    return None
+  v = stats.get("peak_bytes_in_use")
+  return int(v) if v is not None else None
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def median_seconds(fn: Callable[[], Any], repeats: int) -> float:
+  """Median wall time of ``repeats`` calls of ``fn`` (which must block until its
+  work is done, e.g. end in ``jax.block_until_ready``)."""
+  if repeats < 1:
+    raise ValueError(f"repeats must be >= 1, got {repeats}")
+  times = []
+  for _ in range(repeats):
+    t0 = time.perf_counter()
+    fn()
+    times.append(time.perf_counter() - t0)
+  return statistics.median(times)
+
+
+def format_duration(seconds: float) -> str:
+  """``3725`` -> ``'1:02:05'``; ``42.5`` -> ``'0:00:42'``."""
+  if not math.isfinite(seconds):
+    return "?"
+  s = int(round(max(seconds, 0)))
+  return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
