@@ -131,7 +131,8 @@ def read_rows(*paths: str, kind: str | None = None) -> list[dict]:
 
 
 def environment() -> dict:
-  """Device and software of this process: device kind, platform, versions."""
+  """Device and software of this process: device kind, platform, device and
+  process counts, versions (fields of every results row)."""
   import flax
   import jax
   import jaxlib
@@ -151,8 +152,12 @@ def environment() -> dict:
       "jaxlib_version": jaxlib.__version__,
       "flax_version": flax.__version__,
       "busjax_version": busjax_version,
-      "time": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
   }
+
+
+def utc_now() -> str:
+  """The current UTC time, ISO 8601 to the second (each row's ``time``)."""
+  return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
 
 
 def peak_memory_bytes() -> int | None:
@@ -192,3 +197,54 @@ def format_duration(seconds: float) -> str:
     return "?"
   s = int(round(max(seconds, 0)))
   return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+# ----------------------------------------------------------------------------- training pieces
+
+
+def synthetic_batch(batch_size: int, image_size: int, seed: int = 0):
+  """uint8 images and 0/1 masks ``[B, S, S, 1]``: speckle with one dark ellipse
+  per image (speed and scaling runs need shapes and plausible values, not data)."""
+  import numpy as np
+
+  rng = np.random.default_rng(seed)
+  s = image_size
+  yy, xx = np.mgrid[:s, :s]
+  images = np.empty((batch_size, s, s, 1), np.uint8)
+  masks = np.empty((batch_size, s, s, 1), np.uint8)
+  for i in range(batch_size):
+    cy, cx = rng.uniform(0.3, 0.7, 2) * s
+    ry, rx = rng.uniform(0.08, 0.25, 2) * s
+    m = ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+    img = rng.gamma(2.0, 50.0, (s, s))
+    images[i, ..., 0] = np.where(m, img * 0.3, img).clip(0, 255).astype(np.uint8)
+    masks[i, ..., 0] = m
+  return images, masks
+
+
+def state_and_train_step(cfg) -> tuple[Any, Callable, str]:
+  """The initial train state and jitted ``(state, images, masks) -> (state,
+  metrics)`` of ``cfg``'s trainer, and what that step is.
+
+  Supervised models: ``busjax.trainers.supervised``. Adversarial models: the
+  full step of ``busjax.trainers.adversarial`` (discriminator and generator
+  updates); if that module or its ``create_gan_state``/``make_train_step`` is
+  missing, the generator's supervised step, and the description says so.
+  """
+  import jax
+
+  from busjax.trainers import supervised
+
+  model = registry.build_model(cfg)
+  rng = jax.random.key(cfg.seed, impl=cfg.prng_impl)
+  if registry.get_model(cfg.model_name).trainer == "adversarial":
+    try:
+      from busjax.trainers import adversarial
+      state = adversarial.create_gan_state(cfg, model, adversarial.make_adversary(cfg), rng)
+      return state, adversarial.make_train_step(cfg, model), "adversarial (D + G updates)"
+    except (ImportError, AttributeError):
+      return (supervised.create_train_state(cfg, model, rng),
+              supervised.make_train_step(cfg, model),
+              "generator supervised step only (adversarial step unavailable)")
+  state = supervised.create_train_state(cfg, model, rng)
+  return state, supervised.make_train_step(cfg, model), "supervised"

@@ -48,7 +48,7 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.epochs = 30
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, weight_decay=0.0,
-      plateau_factor=0.5, plateau_patience=0))
+      plateau_factor=0.5, plateau_patience=0, schedule="constant", min_lr_fraction=0.0))
   c.loss = ml_collections.ConfigDict(dict(name="bce_dice", bce_weight=0.5, dice_weight=0.5))
   c.early_stopping_patience = 0   # epochs without validation-Dice gain; 0 = off
   # Logging / evaluation.

@@ -5,12 +5,11 @@ Paper/authors' code: 128x128 images (seven stride-2 convs down to the paper's
 generator loss = adversarial BCE + L1 + SSIM (window 11); the discriminator
 loss is the BCE of real and fake, halved (authors' code).
 
-``loss`` is what the supervised trainer uses until the adversarial trainer
-lands: ``bce_dice`` (0.5 BCE + 0.5 Dice on the logits, i.e. on (tanh + 1) / 2),
-a deviation from the paper, which never trains the generator without its
-discriminator. The paper's own non-adversarial terms are
-``busjax.models.cgan_ac_caw.l1_ssim_loss`` with ``adversarial.l1_weight`` /
-``adversarial.ssim_weight``.
+The adversarial trainer (``busjax/trainers/adversarial.py``) trains the
+generator with the paper's loss: adversarial BCE + ``busjax.models.cgan_ac_caw.
+l1_ssim_loss`` weighted by ``adversarial.l1_weight`` / ``adversarial.ssim_weight``.
+``loss`` (``bce_dice``) is used only when the generator is trained alone
+(``benchmarks.speed`` supervised timings, ablations), which the paper never does.
 """
 from __future__ import annotations
 

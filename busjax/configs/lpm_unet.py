@@ -6,9 +6,9 @@ segmentation network and the four discriminators updated alternately in each
 iteration. The paper gives no training image size (its scans are 512x480);
 ``paper`` uses 256x256 like the other U-Net baselines here.
 
-``loss`` is the supervised part of Eq. (1) alone (deep-supervision Dice), so the
-supervised trainer can train the generator until the adversarial trainer exists;
-``adversarial`` holds what that trainer adds.
+``loss`` is the supervised part of Eq. (1) (deep-supervision Dice);
+``adversarial`` holds what the adversarial trainer
+(``busjax/trainers/adversarial.py``) adds: the stage discriminators' terms.
 """
 from __future__ import annotations
 

@@ -47,9 +47,10 @@ Spectral pooling (Rippel et al., NeurIPS 2015) -- ``spectral_mode``:
 * ``"code"``: the authors' TensorFlow behaviour. ``tf.signal.fft2d`` acts on
   the innermost two axes of an NHWC tensor (W and C), the crop is then applied
   to axes H (spatial rows) and W (frequencies) with the same rule, and
-  ``ifft2d`` again over (W, C): rows are cut, not low-passed, and values are
-  scaled by ``W/w`` (x2 when halving). Even the "same" crop is not the
-  identity there (the middle row/column are scaled by sqrt 2). Needs H = W and
+  ``ifft2d`` again over (W, C): rows are cut, not low-passed (the middle
+  output row is ``(row h/2 + row H-h/2) / sqrt 2``), and values are scaled by
+  ``W/w`` (x2 when halving). Even the "same" crop is not the identity there
+  (the middle row and frequency column get a factor sqrt 2). Needs H = W and
   crop sizes >= 3, as the code asserts.
 
 Ablations of the paper's Table 3 are the flags ``use_inception`` (RIC instead
@@ -61,6 +62,8 @@ they are registered as ``rca_iunet_base`` (Unet), ``rca_iunet_ric``,
 ``rca_iunet_csa``, ``rca_iunet_ric_hp``, ``rca_iunet_csa_hp`` and
 ``rca_iunet_csa_ric``; ``rca_iunet`` has all three.
 
+Convs that feed a BatchNorm keep their bias, as in the code (they count in
+the 2.9M); in train mode BN removes it, so those biases get zero gradient.
 BatchNorm is ``layers.batch_norm`` (momentum 0.9, eps 1e-5) instead of Keras'
 defaults (0.99, 1e-3), for one convention across busjax models.
 

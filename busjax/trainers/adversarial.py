@@ -64,7 +64,7 @@ stage, ``grad_norm_g`` and ``grad_norm_d[_<key>]``. With one discriminator the
 from __future__ import annotations
 
 import functools
-from typing import Any, Callable, NamedTuple, Sequence
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -266,9 +266,10 @@ def create_gan_state(cfg, model: nn.Module, adversary: Adversary, rng: jax.Array
   tx = common.make_optimizer(d_optimizer_config(cfg))
   discs = {}
   for i, (key, (apply_fn, variables)) in enumerate(sorted(adversary.init(init_rng).items())):
-    discs[key] = TrainState.create(apply_fn=apply_fn, params=variables["params"],
-                                   batch_stats=variables.get("batch_stats", {}), tx=tx,
-                                   rng=jax.random.fold_in(state_rng, i))
+    discs[key] = supervised.strong_step(TrainState.create(
+        apply_fn=apply_fn, params=variables["params"],
+        batch_stats=variables.get("batch_stats", {}), tx=tx,
+        rng=jax.random.fold_in(state_rng, i)))
   return GANState(generator=generator, discriminators=discs)
 
 

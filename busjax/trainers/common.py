@@ -20,7 +20,7 @@ import math
 import os
 import signal
 import time
-from typing import Any, Callable, Iterable
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -93,8 +93,30 @@ def make_optimizer(opt_cfg) -> optax.GradientTransformation:
 def set_learning_rate(opt_state, lr: float):
   """Returns ``opt_state`` (of :func:`make_optimizer`) with learning rate ``lr``."""
   hp = dict(opt_state.hyperparams)
-  hp["learning_rate"] = np.asarray(lr, np.asarray(hp["learning_rate"]).dtype)
+  old = hp["learning_rate"]
+  new = np.asarray(lr, old.dtype)
+  if isinstance(old, jax.Array):  # same placement: a numpy leaf would recompile the step
+    new = jax.device_put(new, old.sharding)
+  hp["learning_rate"] = new
   return opt_state._replace(hyperparams=hp)
+
+
+def schedule_factor(opt_cfg, epoch: int, epochs: int) -> float:
+  """Multiplier of the learning rate in ``epoch`` (0-based) of ``epochs``.
+
+  ``opt_cfg.schedule``: ``"constant"`` (1, the papers' Adam runs) or
+  ``"cosine"``: half-cosine decay per epoch from 1 to ``min_lr_fraction``
+  (Loshchilov & Hutter, SGDR, without restarts). It multiplies the plateau's
+  learning rate, so plateau halving and early stopping still apply.
+  """
+  name = opt_cfg.get("schedule", "constant")
+  if name == "constant":
+    return 1.0
+  if name == "cosine":
+    floor = float(opt_cfg.get("min_lr_fraction", 0.0))
+    t = min(max(epoch / max(epochs, 1), 0.0), 1.0)
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * t))
+  raise ValueError(f"unknown learning-rate schedule {name!r}; expected constant or cosine")
 
 
 class Plateau:
@@ -306,7 +328,9 @@ def train_and_evaluate(cfg, workdir: str, *, data, quiet: bool, init_state: Call
   from busjax.data import pipeline
 
   rdir, data, parts = prepare_run(cfg, workdir, data)
-  state = init_state()
+  # Committed to the device like the arrays a checkpoint restores: jit caches on
+  # committedness, and a mismatch recompiles the step and predict after a resume.
+  state = jax.device_put(init_state(), jax.devices()[0])
   ckpt = checkpointing.Checkpoints(os.path.join(rdir, "checkpoints"), model_name=cfg.model_name,
                                    keep=cfg.keep_checkpoints)
   spe = pipeline.steps_per_epoch(len(parts["train"].images), cfg.batch_size)
@@ -324,8 +348,8 @@ def train_and_evaluate(cfg, workdir: str, *, data, quiet: bool, init_state: Call
                       cfg.early_stopping_patience,
                       **{k: meta["plateau"][k] for k in ("best", "bad_epochs", "lr_bad_epochs")})
     plateau.lr = meta["plateau"]["lr"]
-    state = set_lr(state, plateau.lr)
   start = int(state.step)
+  state = set_lr(state, plateau.lr * schedule_factor(opt, start // spe, cfg.epochs))
   if start < total and not meta.get("stopped_early") and not cfg.get("eval_only", False):
     if start and not quiet:
       print(f"resuming {rdir} from step {start}/{total}")
@@ -362,6 +386,9 @@ def _loop(cfg, train_step, state, parts, ckpt, plateau, validate, set_lr, rdir, 
   t0 = time.time()
   stop = False
 
+  def lr_now() -> float:
+    return plateau.lr * schedule_factor(cfg.optimizer, step // spe, cfg.epochs)
+
   def flush():
     nonlocal pending
     if not pending:
@@ -369,7 +396,7 @@ def _loop(cfg, train_step, state, parts, ckpt, plateau, validate, set_lr, rdir, 
     rows = jax.device_get(pending)
     pending = []
     for s, m in rows:
-      row = {"step": s, **{k: float(v) for k, v in m.items()}, "lr": plateau.lr}
+      row = {"step": s, **{k: float(v) for k, v in m.items()}, "lr": lr_now()}
       for key in ("loss", "d_loss"):
         if key in row and not math.isfinite(row[key]):
           raise FloatingPointError(
@@ -407,8 +434,8 @@ def _loop(cfg, train_step, state, parts, ckpt, plateau, validate, set_lr, rdir, 
         if step % spe == 0 or step >= total:  # end of an epoch: validate, checkpoint
           val = validate(state)
           improved, stop = plateau.update(val)
-          state = set_lr(state, plateau.lr)
-          log.write({"step": step, "epoch": step // spe, "val_dice": val, "lr": plateau.lr,
+          state = set_lr(state, lr_now())
+          log.write({"step": step, "epoch": step // spe, "val_dice": val, "lr": lr_now(),
                      "elapsed_s": time.time() - t0})
           save(improved, {"val_dice": val, "stopped_early": stop})
           bar.set_postfix_str(f"val_dice={val:.3f}")

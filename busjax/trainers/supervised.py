@@ -42,10 +42,17 @@ def create_train_state(cfg, model: nn.Module, rng: jax.Array) -> TrainState:
   variables = init({"params": init_rng, "dropout": init_rng}, x)
   # One apply_fn and tx object per config: both are static parts of the state's
   # pytree structure, and fresh ones would recompile the jitted step every run.
-  return TrainState.create(apply_fn=common.cached("apply", cfg, lambda: model.apply),
-                           params=variables["params"],
-                           batch_stats=variables.get("batch_stats", {}),
-                           tx=common.make_optimizer(cfg.optimizer), rng=state_rng)
+  return strong_step(TrainState.create(
+      apply_fn=common.cached("apply", cfg, lambda: model.apply), params=variables["params"],
+      batch_stats=variables.get("batch_stats", {}), tx=common.make_optimizer(cfg.optimizer),
+      rng=state_rng))
+
+
+def strong_step(state: TrainState) -> TrainState:
+  """``state`` with its step as an int32 array, not the weakly typed Python 0 of
+  ``TrainState.create``: a checkpoint restores a strongly typed int32, and a
+  weak/strong mismatch would recompile the jitted step after every resume."""
+  return state.replace(step=jnp.asarray(state.step, jnp.int32))
 
 
 def set_learning_rate(state: TrainState, lr: float) -> TrainState:

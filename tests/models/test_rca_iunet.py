@@ -21,7 +21,7 @@ SIZE = 64
 
 
 def random_variables(model, x, seed: int = 0):
-  """He-normal kernels, zero biases, BN scale 1 / offset 0, running stats (0, 1).
+  """He-normal kernels, conv biases N(0, 0.1), BN scale 1 / offset 0, running stats (0, 1).
 
   Built from ``eval_shape`` of ``init`` so the (slow to compile) initialisers
   are traced but not compiled.
@@ -34,6 +34,8 @@ def random_variables(model, x, seed: int = 0):
     if name == "kernel":
       std = math.sqrt(2.0 / np.prod(s.shape[:-1]))
       return jnp.asarray(rng.normal(0.0, std, s.shape), jnp.float32)
+    if name == "bias" and "bn" not in path[-2].key:  # conv bias (BN modules are named *bn*)
+      return jnp.asarray(rng.normal(0.0, 0.1, s.shape), jnp.float32)
     return (jnp.ones if name in ("scale", "var") else jnp.zeros)(s.shape, jnp.float32)
 
   return jax.tree_util.tree_map_with_path(fill, shapes)
@@ -229,13 +231,12 @@ def test_base_model_jit_train_and_eval():
 def test_code_spectral_mode_and_dropout_trace():
   model = RCAIUNet(base_width=4, spectral_mode="code", dropout_rate=0.3)
   x, _ = _inputs(1)
-  v = jax.eval_shape(model.init, jax.random.key(0), x)
-  out = jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"],
-                                             rngs={"dropout": jax.random.key(3)}), v)
-  assert out[0][0].shape == (1, SIZE, SIZE, 1)
-  with pytest.raises(Exception):  # dropout needs the "dropout" rng in train mode
+  keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
+  (logits, _), v = jax.eval_shape(lambda: model.init_with_output(keys, x, train=True))
+  assert logits.shape == (1, SIZE, SIZE, 1) and "batch_stats" in v
+  with pytest.raises(Exception, match="dropout"):  # dropout draws from the "dropout" rng in train mode
     jax.eval_shape(lambda v: model.apply(v, x, train=True, mutable=["batch_stats"]), v)
-  with pytest.raises(ValueError):  # the authors' code needs square maps
+  with pytest.raises(ValueError, match="square"):  # the authors' FFT layout needs square maps
     jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 64, 128, 1)))
 
 
@@ -253,8 +254,7 @@ def test_registered_names_build(name):
   bare = registry.get_model(name).module()
   assert (bare.use_inception, bare.use_hybrid_pool, bare.use_attention) == (ric, hp, csa)
   x = jnp.zeros((1, cfg.image_size, cfg.image_size, 1))
-  v = jax.eval_shape(model.init, jax.random.key(0), x)
-  logits, aux = jax.eval_shape(lambda v: model.apply(v, x), v)
+  (logits, aux), v = jax.eval_shape(model.init_with_output, jax.random.key(0), x)
   assert logits.shape == x.shape
   assert ("attention_maps" in aux) == csa
   names = set(v["params"])
