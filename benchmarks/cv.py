@@ -169,7 +169,7 @@ def restore_best_variables(cfg, rdir: str) -> InferenceVariables:
         ok = shapes(node["params"]) == want_params
         stats = node.get("batch_stats") or {}
         ok = ok and shapes(stats) == want_stats
-      except Exception:
+      except (AttributeError, TypeError):  # leaves that are not arrays
         ok = False
       if ok:
         return InferenceVariables(node["params"], stats)

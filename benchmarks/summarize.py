@@ -271,7 +271,8 @@ def speed_table(rows: Sequence[dict]) -> tuple[str, str] | None:
     return "–" if v is None else f"{v:.{d}f}"
 
   body = [[r["model"], r["image_size"], r["batch_size"], _params(r.get("params")),
-           f(r.get("gflops_per_image"), 3), f(r.get("compile_s"), 1),
+           "–" if r.get("gflops_per_image") is None else f"{r['gflops_per_image']:.4g}",
+           f(r.get("compile_s"), 1),
            f(r.get("train_images_per_s"), 1), f(r.get("infer_images_per_s"), 1),
            "–" if r.get("peak_memory_bytes") is None else f"{r['peak_memory_bytes'] / 2**20:.0f}",
            r.get("device_kind", "?"), r.get("train_step", "")] for r in rows]
