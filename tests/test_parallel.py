@@ -40,6 +40,11 @@ for n in (1, 2):
             "x_devices": len(x.sharding.device_set),
             "replicated": leaf.sharding.is_fully_replicated,
             "step": int(state.step)}
+try:
+  parallel.shard_batch(parallel.make_mesh(2), images[:3])
+  out["odd_batch_error"] = ""
+except ValueError as e:
+  out["odd_batch_error"] = str(e)
 print(json.dumps(out))
 """
 
@@ -59,6 +64,7 @@ def test_two_devices_match_one_device():
   np.testing.assert_allclose(two["losses"], one["losses"], atol=1e-5)
   np.testing.assert_allclose(two["head"], one["head"], atol=1e-5)
   np.testing.assert_allclose(two["stats"], one["stats"], rtol=1e-5)
+  assert "not divisible by 2 devices" in out["odd_batch_error"]
 
 
 def test_single_device_mesh_and_bad_counts():

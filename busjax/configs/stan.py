@@ -7,7 +7,7 @@ Width 32 (32-64-128-256-512) follows both public re-implementations (the
 paper gives none).
 
 ``default`` (2-core CPU): 128x128, width 8 (1/16 of the parameters), Adam
-1e-3 and 0.5 BCE + 0.5 Dice, the base's 30 epochs: in so short a schedule the
+1e-3 and 0.5 BCE + 0.5 Dice, the base's 15 cosine epochs: in so short a schedule the
 paper's 1e-4 barely moves a model trained from scratch, and the BCE term adds
 dense per-pixel gradients (soft Dice alone starts slowly, and on lesion-free
 images it only sees the predicted area).
