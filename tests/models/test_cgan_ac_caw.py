@@ -8,33 +8,12 @@ import pytest
 
 from busjax import losses, registry
 from busjax.models import cgan_ac_caw as C
-
-B, S = 2, 64
-
-
-def _key(seed: int) -> jax.Array:
-  # rbg keys: XLA compiles a model's init several times faster than with threefry on CPU.
-  return jax.random.key(seed, impl="rbg")
-
-
-def _count(tree) -> int:
-  return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
-
-
-def _dead_leaves(grads) -> list[str]:
-  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
-  return [jax.tree_util.keystr(p) for p, g in flat if not np.any(np.asarray(g) != 0)]
+from model_test_utils import B, S, count_params, dead_leaves, rbg_key, tiny_setup
 
 
 @pytest.fixture(scope="module")
 def setup():
-  cfg = registry.get_config("cgan_ac_caw", "tiny")
-  model = registry.build_model(cfg)
-  kx, ky = jax.random.split(jax.random.key(0))
-  x = jax.random.uniform(kx, (B, S, S, 1))
-  y = (jax.random.uniform(ky, (B, S, S, 1)) > 0.7).astype(jnp.float32)
-  variables = jax.jit(model.init)(_key(1), x)
-  return cfg, model, variables, x, y
+  return tiny_setup("cgan_ac_caw")
 
 
 def test_registered_and_builds_from_tiny_config():
@@ -71,8 +50,8 @@ def test_forward_eval_and_train_under_jit(setup):
   def train_fwd(v, x, rng):
     return model.apply(v, x, train=True, rngs={"dropout": rng}, mutable=["batch_stats"])
 
-  (l1, _), new_vars = train_fwd(variables, x, _key(3))
-  (l2, _), _ = train_fwd(variables, x, _key(4))
+  (l1, _), new_vars = train_fwd(variables, x, rbg_key(3))
+  (l2, _), _ = train_fwd(variables, x, rbg_key(4))
   assert l1.shape == (B, S, S, 1) and np.all(np.isfinite(l1))
   assert not np.allclose(l1, l2)  # dropout 0.5 in DConv1-3 uses the "dropout" rng
   old = jax.tree_util.tree_leaves(variables["batch_stats"])
@@ -90,7 +69,7 @@ def test_config_loss_alone_reaches_every_parameter(setup):
   def grad_fn(params):
     def loss_fn(p):
       (logits, aux), _ = model.apply({"params": p, "batch_stats": variables["batch_stats"]}, x,
-                                     train=True, rngs={"dropout": _key(5)}, mutable=["batch_stats"])
+                                     train=True, rngs={"dropout": rbg_key(5)}, mutable=["batch_stats"])
       return losses.segmentation_loss(cfg.loss, logits, aux, y)
     return jax.value_and_grad(loss_fn)(params)
 
@@ -98,7 +77,7 @@ def test_config_loss_alone_reaches_every_parameter(setup):
   assert np.isfinite(loss) and loss > 0
   assert float(jnp.abs(grads["caw"]["cam"]["gamma"][0])) > 0
   assert {"ac", "caw", "conv1", f"dconv{cfg.model.depth}"} <= set(grads)
-  assert _dead_leaves(grads) == []
+  assert dead_leaves(grads) == []
 
 
 def test_init_follows_pix2pix(setup):
@@ -145,7 +124,7 @@ def test_ac_block_shapes():
 def test_discriminator(setup):
   cfg, model, variables, x, y = setup
   disc = C.build_discriminator(cfg)
-  dvars = jax.jit(disc.init)(_key(2), x, y)
+  dvars = jax.jit(disc.init)(rbg_key(2), x, y)
   fake = jax.nn.sigmoid(jax.jit(model.apply)(variables, x)[0])
 
   @jax.jit
@@ -162,7 +141,7 @@ def test_discriminator(setup):
   assert r.shape == (B, 2, 2, 1) and r.dtype == jnp.float32 and np.all(np.isfinite(r))
   assert np.isfinite(loss)
   assert dvars["params"]["conv1"]["kernel"].shape == (4, 4, 2, cfg.discriminator.width)  # image (+) mask
-  assert _dead_leaves(grads) == []
+  assert dead_leaves(grads) == []
   assert all(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(dvars["batch_stats"]),
                                                    jax.tree_util.tree_leaves(new["batch_stats"])))
   assert jax.jit(disc.apply)(dvars, x, fake).shape == (B, 2, 2, 1)
@@ -196,11 +175,11 @@ def test_full_size_parameter_counts():
           + 16 * 128 * 1 + 1)                                   # dconv7
   x = jax.ShapeDtypeStruct((1, 128, 128, 1), jnp.float32)
   g = jax.eval_shape(C.CGANACCAW().init, jax.random.key(0), x)
-  assert _count(g["params"]) == hand == 49_985_762
+  assert count_params(g["params"]) == hand == 49_985_762
   # discriminator, width 32, 2 input channels: 16*2*32+32 + 16*32*64+128 + 16*64*128+256
   # + 16*128*256+512 + 16*256+1 = 694,177
   d = jax.eval_shape(C.CGANDiscriminator().init, jax.random.key(0), x, x)
-  assert _count(d["params"]) == 694_177
+  assert count_params(d["params"]) == 694_177
 
 
 # ------------------------------------------------------------------------ SSIM

@@ -8,33 +8,12 @@ import pytest
 
 from busjax import losses, registry
 from busjax.models import lpm_unet as L
-
-B, S = 2, 64
-
-
-def _key(seed: int) -> jax.Array:
-  # rbg keys: XLA compiles a model's init several times faster than with threefry on CPU.
-  return jax.random.key(seed, impl="rbg")
-
-
-def _count(tree) -> int:
-  return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(tree))
-
-
-def _dead_leaves(grads) -> list[str]:
-  flat = jax.tree_util.tree_flatten_with_path(grads)[0]
-  return [jax.tree_util.keystr(p) for p, g in flat if not np.any(np.asarray(g) != 0)]
+from model_test_utils import B, S, count_params, dead_leaves, rbg_key, tiny_setup
 
 
 @pytest.fixture(scope="module")
 def setup():
-  cfg = registry.get_config("lpm_unet", "tiny")
-  model = registry.build_model(cfg)
-  kx, ky = jax.random.split(jax.random.key(0))
-  x = jax.random.uniform(kx, (B, S, S, 1))
-  y = (jax.random.uniform(ky, (B, S, S, 1)) > 0.7).astype(jnp.float32)
-  variables = jax.jit(model.init)(_key(1), x)
-  return cfg, model, variables, x, y
+  return tiny_setup("lpm_unet")
 
 
 def test_registered_and_builds_from_tiny_config():
@@ -90,7 +69,7 @@ def test_config_loss_alone_reaches_every_parameter(setup):
   loss, grads = grad_fn(variables["params"])
   assert np.isfinite(loss) and loss > 0
   assert {"side1", "side2", "side3", "head"} <= set(grads)
-  assert _dead_leaves(grads) == []
+  assert dead_leaves(grads) == []
 
 
 def test_upsample_side_outputs_option():
@@ -115,7 +94,7 @@ def test_stage_discriminators(setup):
   np.testing.assert_allclose(real[1], y.reshape(B, S // 2, 2, S // 2, 2, 1).mean((2, 4)))
 
   disc = L.build_discriminator(cfg)
-  dvars = jax.jit(disc.init)(_key(2), fake)
+  dvars = jax.jit(disc.init)(rbg_key(2), fake)
   names = sorted(dvars["params"])
   assert names == ["stage1", "stage2", "stage3", "stage4"]
   # one discriminator per stage, weights not shared: same shapes, different values
@@ -141,7 +120,7 @@ def test_stage_discriminators(setup):
   assert [o.shape for o in outs] == [(B, 8, 8, 1), (B, 4, 4, 1), (B, 2, 2, 1), (B, 1, 1, 1)]
   assert all(o.dtype == jnp.float32 and np.all(np.isfinite(o)) for o in outs)
   assert np.isfinite(loss)
-  assert _dead_leaves(grads) == []
+  assert dead_leaves(grads) == []
   assert all(not np.allclose(a, b) for a, b in zip(jax.tree_util.tree_leaves(dvars["batch_stats"]),
                                                    jax.tree_util.tree_leaves(new["batch_stats"])))
   eval_out = jax.jit(lambda v, m: disc.apply(v, m))(dvars, fake)
@@ -170,10 +149,10 @@ def test_full_size_parameter_counts():
   # + 442,880 + 110,848; head 65 -> U-Net 31,036,481; side heads 129 + 257 + 513.
   x = jax.ShapeDtypeStruct((1, 256, 256, 1), jnp.float32)
   g = jax.eval_shape(L.LPMUNet().init, jax.random.key(0), x)
-  assert _count(g["params"]) == _lpm_generator_count() == 31_037_380
+  assert count_params(g["params"]) == _lpm_generator_count() == 31_037_380
   # one stage discriminator: conv1 7*7*1*64+64 = 3,200; conv2 5*5*64*128 + BN 256 = 205,056;
   # conv3 4*4*128*256 + 512 = 524,800; conv4 4*4*256*512 + 1,024 = 2,098,176;
   # conv5 4*4*512 + 1 = 8,193 -> 2,839,425; four of them.
   maps = [jax.ShapeDtypeStruct((1, 256 >> n, 256 >> n, 1), jnp.float32) for n in range(4)]
   d = jax.eval_shape(L.LPMDiscriminators().init, jax.random.key(0), maps)
-  assert _count(d["params"]) == 4 * 2_839_425 == 11_357_700
+  assert count_params(d["params"]) == 4 * 2_839_425 == 11_357_700

@@ -13,38 +13,8 @@ from busjax import registry
 from busjax.configs.rca_iunet import ABLATIONS, get_config
 from busjax.losses import bce_dice_loss
 from busjax.models.rca_iunet import RCAIUNet, RCAIUNetBase, spectral_pool
-
-# Faster XLA compilation on CPU (the numerics are unchanged); RCA-IUnet is a
-# large graph of small ops, compile time dominates these tests.
-FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-SIZE = 64
-
-
-def random_variables(model, x, seed: int = 0):
-  """He-normal kernels, conv biases N(0, 0.1), BN scale 1 / offset 0, running stats (0, 1).
-
-  Built from ``eval_shape`` of ``init`` so the (slow to compile) initialisers
-  are traced but not compiled.
-  """
-  shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == "kernel":
-      std = math.sqrt(2.0 / np.prod(s.shape[:-1]))
-      return jnp.asarray(rng.normal(0.0, std, s.shape), jnp.float32)
-    if name == "bias" and "bn" not in path[-2].key:  # conv bias (BN modules are named *bn*)
-      return jnp.asarray(rng.normal(0.0, 0.1, s.shape), jnp.float32)
-    return (jnp.ones if name in ("scale", "var") else jnp.zeros)(s.shape, jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
-
-
-def _inputs(batch: int = 2, size: int = SIZE):
-  x = jax.random.uniform(jax.random.key(1), (batch, size, size, 1))
-  y = (jax.random.uniform(jax.random.key(2), (batch, size, size, 1)) > 0.7).astype(jnp.float32)
-  return x, y
+from model_test_utils import FAST, count_params, inputs, random_variables
+from model_test_utils import S as SIZE
 
 
 def _feeds_train_batch_norm(path) -> bool:
@@ -71,7 +41,7 @@ def _check_model(model):
   gradient (no dead branch) except biases feeding a train-mode BN (exactly 0),
   and that batch_stats move. Returns the eval-mode aux dict.
   """
-  x, y = _inputs()
+  x, y = inputs()
   v = random_variables(model, x)
 
   def loss(params, batch_stats):
@@ -208,7 +178,7 @@ def _hand_count(base: int = 16, cin: int = 1) -> int:
 def test_parameter_count_full_size():
   """Paper: 2.9M trainable parameters at 256x256x1 (Table 2)."""
   shapes = jax.eval_shape(RCAIUNet().init, jax.random.key(0), jnp.zeros((1, 256, 256, 1)))
-  n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes["params"]))
+  n = count_params(shapes["params"])
   assert n == _hand_count() == 2_907_905
   assert abs(n - 2.9e6) / 2.9e6 < 0.03
 
@@ -230,7 +200,7 @@ def test_base_model_jit_train_and_eval():
 
 def test_code_spectral_mode_and_dropout_trace():
   model = RCAIUNet(base_width=4, spectral_mode="code", dropout_rate=0.3)
-  x, _ = _inputs(1)
+  x, _ = inputs(1)
   keys = {"params": jax.random.key(0), "dropout": jax.random.key(1)}
   (logits, _), v = jax.eval_shape(lambda: model.init_with_output(keys, x, train=True))
   assert logits.shape == (1, SIZE, SIZE, 1) and "batch_stats" in v

@@ -1,8 +1,6 @@
 """STAN (Shareef et al., ISBI 2020): busjax/models/stan.py."""
 from __future__ import annotations
 
-import math
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -11,28 +9,8 @@ import pytest
 from busjax import registry
 from busjax.losses import bce_dice_loss
 from busjax.models.stan import STAN, WIRINGS
-
-# Faster XLA compilation on CPU (numerics unchanged): compile time dominates.
-FAST = {"xla_backend_optimization_level": 0, "xla_llvm_disable_expensive_passes": True}
-SIZE = 64
-
-
-def random_variables(model, x, seed: int = 0):
-  """He-normal kernels, conv biases N(0, 0.1), BN scale 1 / offset 0, running stats (0, 1),
-  from ``eval_shape`` of ``init`` (the initialisers are traced, not compiled)."""
-  shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-  rng = np.random.default_rng(seed)
-
-  def fill(path, s):
-    name = path[-1].key
-    if name == "kernel":
-      std = math.sqrt(2.0 / np.prod(s.shape[:-1]))
-      return jnp.asarray(rng.normal(0.0, std, s.shape), jnp.float32)
-    if name == "bias" and "bn" not in path[-2].key:  # conv bias (BN modules are named *bn*)
-      return jnp.asarray(rng.normal(0.0, 0.1, s.shape), jnp.float32)
-    return (jnp.ones if name in ("scale", "var") else jnp.zeros)(s.shape, jnp.float32)
-
-  return jax.tree_util.tree_map_with_path(fill, shapes)
+from model_test_utils import FAST, count_params, inputs, random_variables
+from model_test_utils import S as SIZE
 
 
 def _conv(i: int, o: int, k: int) -> int:
@@ -76,8 +54,7 @@ def hand_count(wiring: str, w: int = 32, cin: int = 1) -> int:
 
 
 def _count(model) -> int:
-  shapes = jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 256, 256, 1)))
-  return sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(shapes["params"]))
+  return count_params(jax.eval_shape(model.init, jax.random.key(0), jnp.zeros((1, 256, 256, 1)))["params"])
 
 
 @pytest.mark.parametrize("wiring,expected", [("paper", 39_587_649), ("keras", 29_378_145),
@@ -87,15 +64,9 @@ def test_parameter_count_full_size(wiring, expected):
   assert _count(STAN(width=32, wiring=wiring)) == hand_count(wiring) == expected
 
 
-def _inputs(batch: int = 2):
-  x = jax.random.uniform(jax.random.key(1), (batch, SIZE, SIZE, 1))
-  y = (jax.random.uniform(jax.random.key(2), (batch, SIZE, SIZE, 1)) > 0.7).astype(jnp.float32)
-  return x, y
-
-
 def _check_model(model):
   """One jitted program: eval-mode forward and train-mode gradients (+ batch-stat update)."""
-  x, y = _inputs()
+  x, y = inputs()
   v = random_variables(model, x)
   params, rest = v["params"], {k: a for k, a in v.items() if k != "params"}
   mutable = list(rest)

@@ -9,19 +9,19 @@ clinical xlsx beside the image folder.
 """
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import sys
-import zipfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
 from tfds_builders import common
 from tfds_builders import io as bio
+from tfds_builders import testing
 from tfds_builders.breast_lesions_usg import breast_lesions_usg_dataset_builder as breast
 
 openpyxl = pytest.importorskip("openpyxl")
@@ -31,26 +31,8 @@ IMAGES = DUMMY / "BrEaST-Lesions_USG-images_and_masks"
 XLSX_NAME = "BrEaST-Lesions-USG-clinical-data-Dec-15-2023.xlsx"
 
 
-def _build(tmp_path, manual_dir) -> dict[str, dict]:
-  """Builds from ``manual_dir``; returns the examples by file_name."""
-  builder = breast.Builder(data_dir=os.fspath(tmp_path / "data"), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  assert list(builder.info.splits.keys()) == ["train"]
-  examples = {}
-  for ex in builder.as_data_source()["train"]:
-    name = ex["file_name"].decode()
-    assert name not in examples
-    examples[name] = ex
-  assert len(examples) == builder.info.splits["train"].num_examples
-  return examples
-
-
-def _copy(tmp_path) -> epath.Path:
-  """A writable copy of the dummy data; returns the manual dir."""
-  manual = tmp_path / "manual"
-  shutil.copytree(os.fspath(DUMMY), os.fspath(manual))
-  return epath.Path(manual)
+# _build(tmp_path, manual_dir) -> the examples by file_name.
+_build = functools.partial(testing.build_examples, breast.Builder)
 
 
 def _alpha(name: str) -> np.ndarray:
@@ -108,15 +90,14 @@ def test_normal_case_has_empty_masks(examples):
 def test_builds_from_tcia_zip_with_xlsx_beside(tmp_path):
   manual = tmp_path / "zipped"
   manual.mkdir()
-  with zipfile.ZipFile(manual / "BrEaST-Lesions_USG-images_and_masks-Dec-15-2023.zip", "w") as zf:
-    for p in sorted(IMAGES.glob("*.png")):
-      zf.write(os.fspath(p), f"{IMAGES.name}/{p.name}")
+  testing.zip_folder(IMAGES, manual / "BrEaST-Lesions_USG-images_and_masks-Dec-15-2023.zip", IMAGES.name,
+                     patterns=["*.png"])
   shutil.copy(os.fspath(DUMMY / XLSX_NAME), os.fspath(manual / XLSX_NAME))
   assert sorted(_build(tmp_path / "z", manual)) == [f"case00{i}.png" for i in (1, 2, 3, 4)]
 
 
 def test_spreadsheet_without_mask_columns_uses_file_names(tmp_path):
-  manual = _copy(tmp_path)
+  manual = testing.copy_dummy(DUMMY, tmp_path)
   (manual / XLSX_NAME).unlink()
   (manual / IMAGES.name / "case004_tumor.png").unlink()
   wb = openpyxl.Workbook()
@@ -133,37 +114,30 @@ def test_spreadsheet_without_mask_columns_uses_file_names(tmp_path):
 
 
 def test_missing_and_empty_manual_dir(tmp_path):
-  with pytest.raises(bio.BuilderInputError, match=r"nowhere: manual dir for breast_lesions_usg does not exist"):
-    _build(tmp_path, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(bio.BuilderInputError, match=r"empty: manual dir for breast_lesions_usg is empty"):
-    _build(tmp_path, tmp_path / "empty")
+  testing.assert_manual_dir_errors(breast.Builder, tmp_path)
 
 
 def test_missing_spreadsheet(tmp_path):
-  manual = _copy(tmp_path)
+  manual = testing.copy_dummy(DUMMY, tmp_path)
   (manual / XLSX_NAME).unlink()
   with pytest.raises(bio.BuilderInputError, match=r"no clinical spreadsheet found.*clinical-data-\*\.xlsx"):
     _build(tmp_path, manual)
 
 
 def test_missing_mask(tmp_path):
-  manual = _copy(tmp_path)
-  (manual / IMAGES.name / "case002_other2.png").unlink()
-  with pytest.raises(bio.BuilderInputError,
-                     match=r"case002_other2\.png: mask listed in .*xlsx row 3 does not exist"):
-    _build(tmp_path, manual)
+  testing.assert_missing_file_error(
+      breast.Builder, tmp_path, DUMMY, f"{IMAGES.name}/case002_other2.png",
+      r"case002_other2\.png: mask listed in .*xlsx row 3 does not exist")
 
 
 def test_unreadable_image(tmp_path):
-  manual = _copy(tmp_path)
-  (manual / IMAGES.name / "case004.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
-  with pytest.raises(bio.BuilderInputError, match=r"case004\.png: (not a readable image|corrupt)"):
-    _build(tmp_path, manual)
+  testing.assert_unreadable_file_error(
+      breast.Builder, tmp_path, DUMMY, f"{IMAGES.name}/case004.png",
+      r"case004\.png: (not a readable image|corrupt)", content=b"\x89PNG\r\n\x1a\n truncated")
 
 
 def test_unknown_classification(tmp_path):
-  manual = _copy(tmp_path)
+  manual = testing.copy_dummy(DUMMY, tmp_path)
   wb = openpyxl.load_workbook(os.fspath(manual / XLSX_NAME))
   ws = wb.worksheets[0]
   col = [c.value for c in ws[1]].index("Classification") + 1

@@ -9,18 +9,18 @@ BEMA_000 malignant (red), BEMA_001 benign, COPE_000 normal, and INFO.csv
 """
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import zipfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
 from tfds_builders import common
 from tfds_builders import io as bio
+from tfds_builders import testing
 from tfds_builders.bus_uclm import bus_uclm_dataset_builder as uclm
 
 DUMMY = epath.Path(__file__).parent / "dummy_data"
@@ -30,26 +30,13 @@ EXPECTED = {"ALWI_000.png": ("benign", "ALWI"), "ALWI_001.png": ("normal", "ALWI
             "COPE_000.png": ("normal", "COPE")}
 
 
-def _build(tmp_path, manual_dir) -> dict[str, dict]:
-  """Builds from ``manual_dir``; returns the examples by file_name."""
-  builder = uclm.Builder(data_dir=os.fspath(tmp_path / "data"), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  assert list(builder.info.splits.keys()) == ["train"]
-  examples = {}
-  for ex in builder.as_data_source()["train"]:
-    name = ex["file_name"].decode()
-    assert name not in examples
-    examples[name] = ex
-  assert len(examples) == builder.info.splits["train"].num_examples
-  return examples
+# _build(tmp_path, manual_dir) -> the examples by file_name.
+_build = functools.partial(testing.build_examples, uclm.Builder)
 
 
 def _copy(tmp_path) -> epath.Path:
   """A writable copy of the dummy data; returns the dataset folder in it."""
-  manual = tmp_path / "manual"
-  shutil.copytree(os.fspath(DUMMY), os.fspath(manual))
-  return epath.Path(manual) / ROOT.name
+  return testing.copy_dummy(DUMMY, tmp_path) / ROOT.name
 
 
 def _rgb(path) -> np.ndarray:
@@ -155,24 +142,17 @@ def test_builds_from_zip_with_other_case_and_nesting(tmp_path):
 
 
 def test_missing_and_empty_manual_dir(tmp_path):
-  with pytest.raises(bio.BuilderInputError, match=r"nowhere: manual dir for bus_uclm does not exist"):
-    _build(tmp_path, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(bio.BuilderInputError, match=r"empty: manual dir for bus_uclm is empty"):
-    _build(tmp_path, tmp_path / "empty")
+  testing.assert_manual_dir_errors(uclm.Builder, tmp_path)
 
 
 def test_missing_mask(tmp_path):
-  root = _copy(tmp_path)
-  (root / "masks" / "BEMA_000.png").unlink()
-  with pytest.raises(bio.BuilderInputError,
-                     match=r"images/BEMA_000\.png: no mask file \(expected .*masks/BEMA_000\.png"):
-    _build(tmp_path, root.parent)
+  testing.assert_missing_file_error(
+      uclm.Builder, tmp_path, DUMMY, f"{ROOT.name}/masks/BEMA_000.png",
+      r"images/BEMA_000\.png: no mask file \(expected .*masks/BEMA_000\.png")
 
 
 @pytest.mark.parametrize("folder", ["images", "masks"])
 def test_unreadable_image_or_mask(tmp_path, folder):
-  root = _copy(tmp_path)
-  (root / folder / "BEMA_001.png").write_bytes(b"garbage")
-  with pytest.raises(bio.BuilderInputError, match=rf"{folder}/BEMA_001\.png: not a readable image"):
-    _build(tmp_path, root.parent)
+  testing.assert_unreadable_file_error(
+      uclm.Builder, tmp_path, DUMMY, f"{ROOT.name}/{folder}/BEMA_001.png",
+      rf"{folder}/BEMA_001\.png: not a readable image", content=b"garbage")

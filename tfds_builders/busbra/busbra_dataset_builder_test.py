@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import os
 import shutil
-import zipfile
 
 import numpy as np
 import pytest
@@ -21,6 +20,7 @@ from etils import epath
 from PIL import Image
 
 from tfds_builders import io as bio
+from tfds_builders import testing
 from tfds_builders.busbra import busbra_dataset_builder
 
 DUMMY = epath.Path(__file__).parent / "dummy_data"
@@ -30,22 +30,8 @@ IDS = ["bus_0856-l", "bus_0856-r", "bus_0957-s", "bus_1001-l", "bus_1001-r"]
 
 def _build(tmp_path, manual_dir) -> dict[str, dict]:
   """Builds from ``manual_dir``; returns examples by image ID."""
-  builder = busbra_dataset_builder.Builder(data_dir=os.fspath(tmp_path / "data"), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  assert list(builder.info.splits.keys()) == ["train"]
-  examples = {}
-  for ex in builder.as_data_source()["train"]:
-    key = ex["file_name"].decode().removeprefix("Images/").removesuffix(".png")
-    assert key not in examples
-    examples[key] = ex
-  return examples
-
-
-def _copy(tmp_path) -> epath.Path:
-  manual = epath.Path(tmp_path / "manual")
-  shutil.copytree(os.fspath(DUMMY), os.fspath(manual))
-  return manual
+  return testing.build_examples(busbra_dataset_builder.Builder, tmp_path, manual_dir,
+                                key=lambda name: name.removeprefix("Images/").removesuffix(".png"))
 
 
 def _csv(name: str) -> dict[str, dict[str, str]]:
@@ -113,7 +99,7 @@ def test_bbox_matches_mask(examples):
 
 @pytest.mark.filterwarnings("ignore:busbra. 1 image:tfds_builders.io.BuilderWarning")
 def test_split_patient_folds_warn(tmp_path):
-  manual = _copy(tmp_path)
+  manual = testing.copy_dummy(DUMMY, tmp_path)
   path = manual / "BUSBRA" / "5-fold-cv.csv"
   path.write_text(path.read_text().replace("bus_1001-r,benign,5,", "bus_1001-r,benign,2,"))
   with pytest.warns(bio.BuilderWarning, match=r"split 1 patient\(s\) across folds: 1001 \(5-fold: \[2, 5\]\)"):
@@ -124,51 +110,38 @@ def test_split_patient_folds_warn(tmp_path):
 def test_builds_from_publisher_zip(tmp_path):
   manual = tmp_path / "zipped"
   manual.mkdir()
-  with zipfile.ZipFile(manual / "BUSBRA.zip", "w") as zf:
-    for p in sorted(ROOT.glob("*")) + sorted(ROOT.glob("*/*")):
-      if p.is_file():
-        zf.write(os.fspath(p), "BUSBRA/" + os.path.relpath(os.fspath(p), os.fspath(ROOT)))
+  testing.zip_folder(ROOT, manual / "BUSBRA.zip", "BUSBRA")
   assert len(_build(tmp_path, manual)) == 5
 
 
 def test_missing_and_empty_manual_dir(tmp_path):
-  with pytest.raises(bio.BuilderInputError,
-                     match=r"nowhere: manual dir for busbra does not exist.*BUSBRA folder \(Images/"):
-    _build(tmp_path, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(bio.BuilderInputError, match=r"empty: manual dir for busbra is empty.*bus_data\.csv"):
-    _build(tmp_path, tmp_path / "empty")
+  testing.assert_manual_dir_errors(
+      busbra_dataset_builder.Builder, tmp_path,
+      missing=r"nowhere: manual dir for busbra does not exist.*BUSBRA folder \(Images/",
+      empty=r"empty: manual dir for busbra is empty.*bus_data\.csv")
 
 
 def test_missing_mask(tmp_path):
-  manual = _copy(tmp_path)
-  (manual / "BUSBRA" / "Masks" / "mask_0957-s.png").unlink()
-  with pytest.raises(bio.BuilderInputError, match=r"mask_0957-s\.png: file does not exist"):
-    _build(tmp_path, manual)
+  testing.assert_missing_file_error(busbra_dataset_builder.Builder, tmp_path, DUMMY,
+                                    "BUSBRA/Masks/mask_0957-s.png", r"mask_0957-s\.png: file does not exist")
 
 
 @pytest.mark.filterwarnings("ignore::tfds_builders.io.BuilderWarning")
 def test_mask_of_another_size(tmp_path):
-  manual = _copy(tmp_path)
-  path = manual / "BUSBRA" / "Masks" / "mask_1001-l.png"
-  with Image.open(os.fspath(path)) as im:
-    im.resize((100, 50)).save(os.fspath(path))
-  with pytest.raises(bio.BuilderInputError,
-                     match=r"mask_1001-l\.png: mask size 50x100 .*bus_1001-l\.png \(303x276"):
-    _build(tmp_path, manual)
+  testing.assert_resized_mask_error(
+      busbra_dataset_builder.Builder, tmp_path, DUMMY, "BUSBRA/Masks/mask_1001-l.png", (100, 50),
+      r"mask_1001-l\.png: mask size 50x100 .*bus_1001-l\.png \(303x276")
 
 
 @pytest.mark.filterwarnings("ignore::tfds_builders.io.BuilderWarning")
 def test_corrupt_image(tmp_path):
-  manual = _copy(tmp_path)
-  path = manual / "BUSBRA" / "Images" / "bus_1001-r.png"
-  path.write_bytes(path.read_bytes()[:3000])  # truncated PNG
-  with pytest.raises(bio.BuilderInputError, match=r"bus_1001-r\.png: corrupt or truncated"):
-    _build(tmp_path, manual)
+  testing.assert_unreadable_file_error(  # truncated PNG
+      busbra_dataset_builder.Builder, tmp_path, DUMMY, "BUSBRA/Images/bus_1001-r.png",
+      r"bus_1001-r\.png: corrupt or truncated", keep_bytes=3000)
 
 
 def test_image_missing_from_csv(tmp_path):
-  manual = _copy(tmp_path)
+  manual = testing.copy_dummy(DUMMY, tmp_path)
   shutil.copy(os.fspath(manual / "BUSBRA" / "Images" / "bus_0957-s.png"),
               os.fspath(manual / "BUSBRA" / "Images" / "bus_0958-s.png"))
   with pytest.raises(bio.BuilderInputError, match=r"bus_0958-s\.png: image not listed in .*bus_data\.csv"):

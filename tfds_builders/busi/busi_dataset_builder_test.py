@@ -12,15 +12,14 @@ from __future__ import annotations
 
 import os
 import shutil
-import zipfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
 from tfds_builders import io as bio
+from tfds_builders import testing
 from tfds_builders.busi import busi_dataset_builder
 
 DUMMY = epath.Path(__file__).parent / "dummy_data"
@@ -29,26 +28,7 @@ ROOT = DUMMY / "Dataset_BUSI_with_GT"
 
 def _build(tmp_path, manual_dir, config: str = "with_normal") -> dict[str, dict]:
   """Builds ``config`` from ``manual_dir``; returns examples by file_name."""
-  builder = busi_dataset_builder.Builder(
-      data_dir=os.fspath(tmp_path / "data"), config=config, file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  assert list(builder.info.splits.keys()) == ["train"]
-  source = builder.as_data_source()["train"]
-  examples = {}
-  for ex in source:
-    name = ex["file_name"].decode() if isinstance(ex["file_name"], bytes) else ex["file_name"]
-    assert name not in examples
-    examples[name] = ex
-  assert len(examples) == builder.info.splits["train"].num_examples
-  return examples
-
-
-def _copy(tmp_path) -> epath.Path:
-  """A writable copy of the dummy data; returns the manual dir."""
-  manual = tmp_path / "manual"
-  shutil.copytree(os.fspath(DUMMY), os.fspath(manual))
-  return epath.Path(manual)
+  return testing.build_examples(busi_dataset_builder.Builder, tmp_path, manual_dir, config=config)
 
 
 def _label(ex) -> str:
@@ -122,9 +102,7 @@ def test_duplicate_pair_detected_and_dropped_by_dedup(tmp_path):
 def test_builds_from_publisher_zip_and_nested_folder(tmp_path):
   manual = tmp_path / "zipped"
   manual.mkdir()
-  with zipfile.ZipFile(manual / "archive.zip", "w") as zf:
-    for p in sorted(ROOT.glob("*/*.png")):
-      zf.write(os.fspath(p), f"Dataset_BUSI_with_GT/{p.parent.name}/{p.name}")
+  testing.zip_folder(ROOT, manual / "archive.zip", "Dataset_BUSI_with_GT", patterns=["*/*.png"])
   assert len(_build(tmp_path / "z", manual)) == 5
   nested = tmp_path / "nested" / "archive"
   shutil.copytree(os.fspath(ROOT), os.fspath(nested / "Dataset_BUSI_with_GT"))
@@ -132,11 +110,9 @@ def test_builds_from_publisher_zip_and_nested_folder(tmp_path):
 
 
 def test_missing_and_empty_manual_dir(tmp_path):
-  with pytest.raises(bio.BuilderInputError, match=r"does not exist.*Dataset_BUSI_with_GT"):
-    _build(tmp_path, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(bio.BuilderInputError, match=r"empty\..*archive\.zip"):
-    _build(tmp_path, tmp_path / "empty")
+  testing.assert_manual_dir_errors(busi_dataset_builder.Builder, tmp_path, config="with_normal",
+                                   missing=r"does not exist.*Dataset_BUSI_with_GT",
+                                   empty=r"empty\..*archive\.zip")
   (tmp_path / "other").mkdir()
   (tmp_path / "other" / "notes.txt").write_text("x")
   with pytest.raises(bio.BuilderInputError, match=r"found no busi dataset.*notes\.txt"):
@@ -144,27 +120,21 @@ def test_missing_and_empty_manual_dir(tmp_path):
 
 
 def test_missing_mask(tmp_path):
-  manual = _copy(tmp_path)
-  (manual / "Dataset_BUSI_with_GT" / "malignant" / "malignant (14)_mask.png").unlink()
-  with pytest.raises(bio.BuilderInputError, match=r"malignant \(14\)\.png: no mask file"):
-    _build(tmp_path, manual)
+  testing.assert_missing_file_error(
+      busi_dataset_builder.Builder, tmp_path, DUMMY, "Dataset_BUSI_with_GT/malignant/malignant (14)_mask.png",
+      r"malignant \(14\)\.png: no mask file", config="with_normal")
 
 
 @pytest.mark.filterwarnings("ignore::tfds_builders.io.BuilderWarning")
 def test_mask_of_another_size(tmp_path):
-  manual = _copy(tmp_path)
-  path = manual / "Dataset_BUSI_with_GT" / "benign" / "benign (4)_mask_1.png"
-  with Image.open(os.fspath(path)) as im:
-    im.resize((100, 80)).save(os.fspath(path))
-  with pytest.raises(bio.BuilderInputError,
-                     match=r"benign \(4\)_mask_1\.png: mask size 80x100 .*benign \(4\)\.png \(465x555"):
-    _build(tmp_path, manual)
+  testing.assert_resized_mask_error(
+      busi_dataset_builder.Builder, tmp_path, DUMMY, "Dataset_BUSI_with_GT/benign/benign (4)_mask_1.png",
+      (100, 80), r"benign \(4\)_mask_1\.png: mask size 80x100 .*benign \(4\)\.png \(465x555",
+      config="with_normal")
 
 
 @pytest.mark.filterwarnings("ignore::tfds_builders.io.BuilderWarning")
 def test_corrupt_image(tmp_path):
-  manual = _copy(tmp_path)
-  path = manual / "Dataset_BUSI_with_GT" / "normal" / "normal (10).png"
-  path.write_bytes(path.read_bytes()[:5000])  # truncated PNG
-  with pytest.raises(bio.BuilderInputError, match=r"normal \(10\)\.png: corrupt or truncated"):
-    _build(tmp_path, manual)
+  testing.assert_unreadable_file_error(  # truncated PNG
+      busi_dataset_builder.Builder, tmp_path, DUMMY, "Dataset_BUSI_with_GT/normal/normal (10).png",
+      r"normal \(10\)\.png: corrupt or truncated", keep_bytes=5000, config="with_normal")

@@ -3,40 +3,25 @@ no real BUSIS file). Plain pytest builds into tmp_path with
 ``file_format="array_record"`` (``DatasetBuilderTestCase`` needs TensorFlow)."""
 from __future__ import annotations
 
+import functools
 import os
 import shutil
-import zipfile
 
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
 from tfds_builders import io as bio
+from tfds_builders import testing
 from tfds_builders.busis import busis_dataset_builder
 
 DUMMY = epath.Path(__file__).parent / "dummy_data"
 ROOT = DUMMY / "BUSIS"
 
 
-def _build(tmp_path, manual_dir) -> dict[str, dict]:
-  builder = busis_dataset_builder.Builder(data_dir=os.fspath(tmp_path / "data"), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  assert list(builder.info.splits.keys()) == ["train"]
-  examples = {}
-  for ex in builder.as_data_source()["train"]:
-    name = ex["file_name"].decode()
-    assert name not in examples
-    examples[name] = ex
-  return examples
-
-
-def _copy(tmp_path) -> epath.Path:
-  manual = epath.Path(tmp_path / "manual")
-  shutil.copytree(os.fspath(DUMMY), os.fspath(manual))
-  return manual
+# _build(tmp_path, manual_dir) -> the examples by file_name.
+_build = functools.partial(testing.build_examples, busis_dataset_builder.Builder)
 
 
 def test_counts_labels_and_pairing(tmp_path):
@@ -63,15 +48,12 @@ def test_other_folder_spellings_csv_beside_and_zip(tmp_path):
   assert sorted(examples) == ["images/case1.bmp", "images/case10.bmp", "images/case2.bmp"]
   zdir = tmp_path / "zipped"
   zdir.mkdir()
-  with zipfile.ZipFile(zdir / "BUSIS.zip", "w") as zf:
-    for p in sorted(ROOT.glob("*")) + sorted(ROOT.glob("*/*")):
-      if p.is_file():
-        zf.write(os.fspath(p), "BUSIS/" + os.path.relpath(os.fspath(p), os.fspath(ROOT)))
+  testing.zip_folder(ROOT, zdir / "BUSIS.zip", "BUSIS")
   assert len(_build(tmp_path / "b", zdir)) == 3
 
 
 def test_csv_and_images_must_agree(tmp_path):
-  manual = _copy(tmp_path)
+  manual = testing.copy_dummy(DUMMY, tmp_path)
   csv_path = manual / "BUSIS" / "BUSIS562.csv"
   csv_path.write_text(csv_path.read_text() + "case0007,case0007_GT,M\n")
   with pytest.warns(bio.BuilderWarning, match=r"lists 1 image\(s\) not in .*Original: case7"):
@@ -85,32 +67,24 @@ def test_csv_and_images_must_agree(tmp_path):
 
 
 def test_missing_and_empty_manual_dir(tmp_path):
-  with pytest.raises(bio.BuilderInputError, match=r"nowhere: manual dir for busis does not exist.*Original/, GT/"):
-    _build(tmp_path, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(bio.BuilderInputError, match=r"empty: manual dir for busis is empty"):
-    _build(tmp_path, tmp_path / "empty")
+  testing.assert_manual_dir_errors(
+      busis_dataset_builder.Builder, tmp_path,
+      missing=r"nowhere: manual dir for busis does not exist.*Original/, GT/")
 
 
 def test_missing_mask(tmp_path):
-  manual = _copy(tmp_path)
-  (manual / "BUSIS" / "GT" / "case10_GT.bmp").unlink()
-  with pytest.raises(bio.BuilderInputError, match=r"Original/case10\.bmp: no mask file \(expected .*case10_GT\.bmp\)"):
-    _build(tmp_path, manual)
+  testing.assert_missing_file_error(
+      busis_dataset_builder.Builder, tmp_path, DUMMY, "BUSIS/GT/case10_GT.bmp",
+      r"Original/case10\.bmp: no mask file \(expected .*case10_GT\.bmp\)")
 
 
 def test_mask_of_another_size(tmp_path):
-  manual = _copy(tmp_path)
-  path = manual / "BUSIS" / "GT" / "case1_GT.bmp"
-  with Image.open(os.fspath(path)) as im:
-    im.resize((60, 45)).save(os.fspath(path))
-  with pytest.raises(bio.BuilderInputError, match=r"case1_GT\.bmp: mask size 45x60 .*case1\.bmp \(90x120"):
-    _build(tmp_path, manual)
+  testing.assert_resized_mask_error(
+      busis_dataset_builder.Builder, tmp_path, DUMMY, "BUSIS/GT/case1_GT.bmp", (60, 45),
+      r"case1_GT\.bmp: mask size 45x60 .*case1\.bmp \(90x120")
 
 
 def test_corrupt_image(tmp_path):
-  manual = _copy(tmp_path)
-  path = manual / "BUSIS" / "Original" / "case2.bmp"
-  path.write_bytes(path.read_bytes()[:3000])  # truncated BMP
-  with pytest.raises(bio.BuilderInputError, match=r"Original/case2\.bmp: corrupt or truncated"):
-    _build(tmp_path, manual)
+  testing.assert_unreadable_file_error(  # truncated BMP
+      busis_dataset_builder.Builder, tmp_path, DUMMY, "BUSIS/Original/case2.bmp",
+      r"Original/case2\.bmp: corrupt or truncated", keep_bytes=3000)

@@ -8,17 +8,15 @@ other sizes, under ``STU-Hospital-master/``.
 """
 from __future__ import annotations
 
+import functools
 import os
-import shutil
 import zipfile
 
 import numpy as np
-import pytest
-import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 
-from tfds_builders import io as bio
+from tfds_builders import testing
 from tfds_builders.stu_hospital import make_dummy_data
 from tfds_builders.stu_hospital import stu_hospital_dataset_builder as stu
 
@@ -26,26 +24,8 @@ DUMMY = epath.Path(__file__).parent / "dummy_data"
 ROOT = DUMMY / "STU-Hospital-master"
 
 
-def _build(tmp_path, manual_dir) -> dict[str, dict]:
-  """Builds from ``manual_dir``; returns the examples by file_name."""
-  builder = stu.Builder(data_dir=os.fspath(tmp_path / "data"), file_format="array_record")
-  builder.download_and_prepare(
-      download_config=tfds.download.DownloadConfig(manual_dir=os.fspath(manual_dir)))
-  assert list(builder.info.splits.keys()) == ["train"]
-  examples = {}
-  for ex in builder.as_data_source()["train"]:
-    name = ex["file_name"].decode()
-    assert name not in examples
-    examples[name] = ex
-  assert len(examples) == builder.info.splits["train"].num_examples
-  return examples
-
-
-def _copy(tmp_path) -> epath.Path:
-  """A writable copy of the dummy data; returns the dataset folder in it."""
-  manual = tmp_path / "manual"
-  shutil.copytree(os.fspath(DUMMY), os.fspath(manual))
-  return epath.Path(manual) / ROOT.name
+# _build(tmp_path, manual_dir) -> the examples by file_name.
+_build = functools.partial(testing.build_examples, stu.Builder)
 
 
 def test_counts_labels_and_sizes(tmp_path):
@@ -100,22 +80,16 @@ def test_builds_from_zip_with_images_and_masks_folders(tmp_path):
 
 
 def test_missing_and_empty_manual_dir(tmp_path):
-  with pytest.raises(bio.BuilderInputError, match=r"nowhere: manual dir for stu_hospital does not exist"):
-    _build(tmp_path, tmp_path / "nowhere")
-  (tmp_path / "empty").mkdir()
-  with pytest.raises(bio.BuilderInputError, match=r"empty: manual dir for stu_hospital is empty"):
-    _build(tmp_path, tmp_path / "empty")
+  testing.assert_manual_dir_errors(stu.Builder, tmp_path)
 
 
 def test_missing_mask(tmp_path):
-  root = _copy(tmp_path)
-  (root / "mask_2.png").unlink()
-  with pytest.raises(bio.BuilderInputError, match=r"Test_Image_2\.png: no mask file \(expected mask_2\.png"):
-    _build(tmp_path, root.parent)
+  testing.assert_missing_file_error(
+      stu.Builder, tmp_path, DUMMY, f"{ROOT.name}/mask_2.png",
+      r"Test_Image_2\.png: no mask file \(expected mask_2\.png")
 
 
 def test_unreadable_image(tmp_path):
-  root = _copy(tmp_path)
-  (root / "Test_Image_3.png").write_bytes(b"not a png at all")
-  with pytest.raises(bio.BuilderInputError, match=r"Test_Image_3\.png: not a readable image"):
-    _build(tmp_path, root.parent)
+  testing.assert_unreadable_file_error(
+      stu.Builder, tmp_path, DUMMY, f"{ROOT.name}/Test_Image_3.png",
+      r"Test_Image_3\.png: not a readable image", content=b"not a png at all")
