@@ -111,19 +111,7 @@ def read_rows(*paths: str, kind: str | None = None) -> list[dict]:
   """
   rows = []
   for path in paths:
-    if not os.path.exists(path):
-      continue
-    with open(path) as f:
-      for line in f:
-        line = line.strip()
-        if not line:
-          continue
-        try:
-          row = json.loads(line)
-        except json.JSONDecodeError:
-          continue
-        if isinstance(row, dict) and (kind is None or row.get("kind") == kind):
-          rows.append(row)
+    rows += [r for r in trainer_common.read_jsonl(path) if kind is None or r.get("kind") == kind]
   return rows
 
 

@@ -161,19 +161,7 @@ class MetricsLog:
 
   def __init__(self, path: str, resume_step: int):
     self.path = path
-    rows = []
-    if os.path.exists(path):
-      with open(path) as f:
-        for line in f:
-          line = line.strip()
-          if not line:
-            continue
-          try:
-            row = json.loads(line)
-          except json.JSONDecodeError:  # a line cut by a kill
-            continue
-          if row.get("step", 0) <= resume_step:
-            rows.append(row)
+    rows = [r for r in read_jsonl(path) if r.get("step", 0) <= resume_step]
     tmp = path + ".tmp"
     with open(tmp, "w") as f:
       for row in rows:
@@ -456,18 +444,27 @@ LOSS_PANELS: dict[str, Callable[[str], bool]] = {
 }
 
 
-def read_metrics(path: str) -> list[dict]:
-  """The rows of a ``metrics.jsonl`` (lines cut by a kill are skipped)."""
+def read_jsonl(path: str) -> list[dict]:
+  """The JSON-object rows of a JSONL file (``[]`` if it does not exist); blank
+  lines and lines cut by a kill are skipped."""
   rows = []
   if not os.path.exists(path):
     return rows
   with open(path) as f:
     for line in f:
-      try:
-        rows.append(json.loads(line))
-      except json.JSONDecodeError:
+      line = line.strip()
+      if not line:
         continue
+      try:
+        row = json.loads(line)
+      except json.JSONDecodeError:  # a line cut by a kill
+        continue
+      if isinstance(row, dict):
+        rows.append(row)
   return rows
+
+
+read_metrics = read_jsonl  # the rows of a run's metrics.jsonl
 
 
 def plot_losses(metrics_path: str, out_path: str,
