@@ -334,12 +334,17 @@ def plot_dice_boxes(rows: Sequence[dict], out_dir: str) -> list[str]:
     ax.set_title(f"{ds}: per-image Dice, all folds\n(images with a tumour or a prediction)",
                  fontsize=10)
     ax.grid(axis="y", alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out_dir, f"dice_boxplot_{_safe(ds)}.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save_figure(fig, os.path.join(out_dir, f"dice_boxplot_{_safe(ds)}.png")))
   return written
+
+
+def _save_figure(fig, path: str) -> str:
+  """Lays out, writes (PNG, 120 dpi) and closes ``fig``; returns ``path``."""
+  import matplotlib.pyplot as plt
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
 
 
 def plot_dice_vs_time(rows: Sequence[dict], out_dir: str) -> list[str]:
@@ -377,11 +382,7 @@ def plot_dice_vs_time(rows: Sequence[dict], out_dir: str) -> list[str]:
     ax.set_ylabel("DSC (mean ± std over folds)")
     ax.set_title(f"{ds}: accuracy against inference time")
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = os.path.join(out_dir, f"dice_vs_time_{_safe(ds)}.png")
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
-    written.append(path)
+    written.append(_save_figure(fig, os.path.join(out_dir, f"dice_vs_time_{_safe(ds)}.png")))
   return written
 
 
