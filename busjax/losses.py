@@ -7,6 +7,7 @@ smoothing 1 so that an empty mask predicted empty scores 0 loss.
 """
 from __future__ import annotations
 
+import inspect
 from typing import Any, Callable, Sequence
 
 import jax
@@ -82,6 +83,11 @@ def segmentation_loss(loss_cfg: Any, logits: jnp.ndarray, aux: dict, labels: jnp
   name = cfg.pop("name")
   if name not in LOSSES:
     raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}")
+  fn = LOSSES[name]
+  unknown = set(cfg) - set(inspect.signature(fn).parameters)
+  if unknown:
+    raise ValueError(f"loss {name!r} takes no argument(s) {sorted(unknown)} (config loss = "
+                     f"{dict(loss_cfg)}); set the whole loss, e.g. loss=\"{{'name': '{name}'}}\"")
   if name == "deep_supervision_dice":
     cfg["side_logits"] = aux["side_logits"]
-  return LOSSES[name](logits, labels, **cfg)
+  return fn(logits, labels, **cfg)

@@ -49,3 +49,11 @@ def test_deep_supervision_weights_and_downsampling():
 def test_unknown_loss():
   with pytest.raises(ValueError, match="unknown loss"):
     losses.segmentation_loss(ml_collections.ConfigDict(dict(name="nope")), None, {}, None)
+
+
+def test_loss_with_foreign_arguments_names_them():
+  # `--set loss.name=dice` on a bce_dice config leaves bce_weight behind.
+  cfg = ml_collections.ConfigDict(dict(name="dice", bce_weight=0.5))
+  z = jnp.zeros((1, 4, 4, 1))
+  with pytest.raises(ValueError, match=r"'dice' takes no argument.*bce_weight"):
+    losses.segmentation_loss(cfg, z, {}, z)

@@ -18,7 +18,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from busjax.models.layers import DoubleConv, max_pool2
+from busjax.models.layers import DoubleConv, UpConv2x2, max_pool2
 from busjax.registry import register
 
 
@@ -50,7 +50,7 @@ class UNet(nn.Module):
     x = DoubleConv(widths[-1], name="bottleneck")(x, train=train)
     decoder_features = []
     for i in reversed(range(self.depth)):
-      up = nn.ConvTranspose(widths[i], (2, 2), strides=(2, 2), name=f"up{i}")(x)
+      up = UpConv2x2(widths[i], name=f"up{i}")(x)
       x = DoubleConv(widths[i], name=f"dec{i}")(jnp.concatenate([skips[i], up], -1), train=train)
       decoder_features.append(x)
     logits = nn.Conv(self.num_classes, (1, 1), name="head")(x)
