@@ -66,6 +66,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from busjax.models.layers import ConvTranspose2x
 from busjax.registry import register
 
 _W_INIT = nn.initializers.normal(0.02)
@@ -221,14 +222,14 @@ class CGANACCAW(nn.Module):
     bottleneck = h
     for k in range(1, self.depth):
       skip = skips[self.depth - 1 - k]
-      h = nn.ConvTranspose(skip.shape[-1], (4, 4), strides=(2, 2), padding="SAME", use_bias=False,
-                           kernel_init=_W_INIT, name=f"dconv{k}")(h)
+      h = ConvTranspose2x(skip.shape[-1], 4, use_bias=False, kernel_init=_W_INIT,
+                          name=f"dconv{k}")(h)
       h = _bn(train, f"dbn{k}")(h)
       if k <= self.num_dropout:
         h = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{k}")(h)
       h = jnp.concatenate([nn.relu(h), skip], axis=-1)
-    a = nn.ConvTranspose(self.num_classes, (4, 4), strides=(2, 2), padding="SAME",
-                         kernel_init=_W_INIT, name=f"dconv{self.depth}")(h)
+    a = ConvTranspose2x(self.num_classes, 4, kernel_init=_W_INIT,
+                        name=f"dconv{self.depth}")(h)
     return 2.0 * a, {"tanh": jnp.tanh(a), "bottleneck": bottleneck}
 
 

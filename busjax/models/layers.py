@@ -4,6 +4,7 @@ from __future__ import annotations
 from typing import Callable
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -76,3 +77,106 @@ class UpConv2x2(nn.Module):
     y = jnp.einsum("bhwc,ijco->bhiwjo", x, kernel[::-1, ::-1])
     b, h, _, w, _, o = y.shape
     return y.reshape(b, 2 * h, 2 * w, o) + bias
+
+
+def max_pool2_same(x: jnp.ndarray) -> jnp.ndarray:
+  """2x2 max-pool, stride 1, "SAME" padding: ``[B,H,W,C] -> [B,H,W,C]``.
+
+  The values of ``nn.max_pool(x, (2, 2), strides=(1, 1), padding="SAME")``
+  (windows ``x[i:i+2, j:j+2]``, beyond the bottom/right edge ignored) as the
+  maximum of four shifted copies, whose gradient fuses (see :func:`max_pool2`).
+  """
+  p = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)), constant_values=-jnp.inf)
+  h, w = x.shape[1:3]
+  return jnp.maximum(jnp.maximum(p[:, :h, :w], p[:, 1:, :w]),
+                     jnp.maximum(p[:, :h, 1:], p[:, 1:, 1:]))
+
+
+class DepthwiseConv(nn.Module):
+  """Depthwise k x k convolution, stride 1, "SAME", no bias: ``[B,H,W,C] -> [B,H,W,C]``.
+
+  The function and parameter (``kernel [k, k, 1, C]``) of ``nn.Conv(C, (k, k),
+  feature_group_count=C, use_bias=False)``, computed as the sum of ``k*k``
+  shifted copies of the input times one weight per channel. XLA CPU runs a
+  grouped convolution's weight gradient as a batch-grouped convolution at a
+  small fraction of its dense rate; the shifted sum and its gradient are
+  element-wise work that fuses (issue 7: RCA-IUnet's separable convolutions).
+  """
+  kernel: int
+  kernel_init: Callable = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k, c = self.kernel, x.shape[-1]
+    w = self.param("kernel", self.kernel_init, (k, k, 1, c))
+    if k == 1:
+      return x * w[0, 0, 0]
+    lo = (k - 1) // 2  # "SAME": lax pads (k-1)//2 before, the rest after
+    p = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
+    h, wd = x.shape[1:3]
+    out = None
+    for i in range(k):
+      for j in range(k):
+        term = p[:, i:i + h, j:j + wd] * w[i, j, 0]
+        out = term if out is None else out + term
+    return out
+
+
+def _conv_transpose_same_lo(k: int, stride: int = 2) -> int:
+  """Low-side padding of ``lax.conv_transpose(..., padding="SAME")`` (its
+  ``_conv_transpose_padding``): the dilated input is padded by this before
+  the stride-1 correlation with the kernel."""
+  if stride > k - 1:
+    return k - 1
+  return -(-(k + stride - 2) // 2)
+
+
+class ConvTranspose2x(nn.Module):
+  """Transposed convolution, k x k kernel, stride 2, "SAME": ``[B,H,W,C] -> [B,2H,2W,features]``.
+
+  The function and parameters (``kernel [k, k, C, features]``, ``bias``) of
+  ``nn.ConvTranspose(features, (k, k), strides=(2, 2), padding="SAME")``,
+  computed by sub-pixel decomposition: each of the four output phases
+  ``y[2q+a, 2r+b]`` is a stride-1 convolution of the undilated input with the
+  kernel taps of that phase (``kernel[ta::2, tb::2]``), then the phases are
+  interleaved. XLA's input-dilated convolution multiplies 3/4 zeros and its
+  weight gradient is slow on CPU (see :class:`UpConv2x2`, the k = 2 case).
+  """
+  features: int
+  kernel_size: int
+  use_bias: bool = True
+  kernel_init: Callable = nn.initializers.lecun_normal()
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k = self.kernel_size
+    if k < 2:
+      raise ValueError(f"ConvTranspose2x needs kernel_size >= 2, got {k}")
+    kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+    lo = _conv_transpose_same_lo(k)
+    b, h, w, _ = x.shape
+
+    def phase_taps(a: int) -> tuple[int, int, int]:
+      """(first tap, number of taps, input offset d) of output phase a:
+      ``y_a[q] = sum_j x[q + d + j] * kernel[t0 + 2j]``."""
+      t0 = (lo - a) % 2
+      return t0, len(range(t0, k, 2)), (a + t0 - lo) // 2
+
+    rows = []
+    for a in range(2):
+      ta, na, da = phase_taps(a)
+      cols = []
+      for c in range(2):
+        tb, nb, db = phase_taps(c)
+        # Input window [q + d, q + d + n - 1] for q in [0, size): pad (negative = crop).
+        xp = jax.lax.pad(x, jnp.zeros((), x.dtype),
+                         ((0, 0, 0), (-da, da + na - 1, 0), (-db, db + nb - 1, 0), (0, 0, 0)))
+        cols.append(jax.lax.conv_general_dilated(
+            xp, kernel[ta::2, tb::2].astype(x.dtype), (1, 1), "VALID",
+            dimension_numbers=("NHWC", "HWIO", "NHWC")))
+      rows.append(jnp.stack(cols, axis=3))          # [B, H, W, 2(b), F]
+    y = jnp.stack(rows, axis=2)                      # [B, H, 2(a), W, 2(b), F]
+    y = y.reshape(b, 2 * h, 2 * w, self.features)
+    if self.use_bias:
+      y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    return y

@@ -80,7 +80,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from busjax.models.layers import batch_norm, max_pool2
+from busjax.models.layers import DepthwiseConv, batch_norm, max_pool2, max_pool2_same
 from busjax.registry import register
 
 SPECTRAL_MODES = ("spatial", "code")
@@ -154,9 +154,7 @@ class SeparableConv(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
-    c = x.shape[-1]
-    x = nn.Conv(c, (self.kernel, self.kernel), padding="SAME", feature_group_count=c,
-                use_bias=False, name="depthwise")(x)
+    x = DepthwiseConv(self.kernel, name="depthwise")(x)
     return nn.Conv(self.features, (1, 1), name="pointwise")(x)
 
 
@@ -174,7 +172,7 @@ class HybridPool(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     _, h, w, c = x.shape
     if self.same:
-      m = nn.max_pool(x, (2, 2), strides=(1, 1), padding="SAME")
+      m = max_pool2_same(x)
       s = spectral_pool(x, (h, w), self.spectral_mode)
     else:
       m = max_pool2(x)

@@ -67,7 +67,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from busjax.models.layers import batch_norm, max_pool2
+from busjax.models.layers import ConvTranspose2x, batch_norm, max_pool2
 from busjax.registry import register
 
 WIRINGS = ("paper", "keras", "pytorch")
@@ -192,7 +192,7 @@ class STAN(nn.Module):
       if self.wiring == "paper":
         # DeConv(U_i (+) C_{i-1,1}); C_{i-1,1} = p(A_{i-1}) is at U_i's resolution.
         h = jnp.concatenate([u, max_pool2(big_as[level])], -1)
-        h = nn.ConvTranspose(f[level], (3, 3), strides=(2, 2), padding="SAME", name=f"up{level}")(h)
+        h = ConvTranspose2x(f[level], 3, name=f"up{level}")(h)
         h = ConvAct(f[level], 3, bn, name=f"dec{level}_conv1")(h, train=train)
         # conv5(C_{i,1}) on the unpooled branch-1 output one level down, up-sampled x2.
         deeper = centre if level == 3 else big_as[level + 1]
@@ -200,7 +200,7 @@ class STAN(nn.Module):
         h = jnp.concatenate([h, upsample_nearest2(s), big_bs[level]], -1)
         u = ConvAct(f[level], 3, bn, name=f"dec{level}_conv2")(h, train=train)
       elif self.wiring == "keras":
-        h = nn.ConvTranspose(f[level], (3, 3), strides=(2, 2), padding="SAME", name=f"up{level}")(u)
+        h = ConvTranspose2x(f[level], 3, name=f"up{level}")(u)
         h = nn.relu(h)
         h = ConvAct(f[level], 3, bn, name=f"dec{level}_conv1")(
             jnp.concatenate([h, big_as[level]], -1), train=train)
@@ -209,7 +209,7 @@ class STAN(nn.Module):
       else:  # pytorch
         up_w = 2 * f[3] if level == 3 else f[level]
         conv1_w = {3: 3 * f[3], 2: 2 * f[2]}.get(level, f[level])
-        h = nn.ConvTranspose(up_w, (3, 3), strides=(2, 2), padding="SAME", name=f"up{level}")(u)
+        h = ConvTranspose2x(up_w, 3, name=f"up{level}")(u)
         h = ConvAct(conv1_w, 3, bn, name=f"dec{level}_conv1")(
             jnp.concatenate([h, big_as[level]], -1), train=train)
         u = ConvAct(f[level], 3, bn, name=f"dec{level}_conv2")(

@@ -29,7 +29,8 @@ Models (``@register(..., trainer="adversarial")``):
   Generator loss: ``adv_weight * BCE(D(x, G(x)), 1) + l1_weight * L1 +
   ssim_weight * (1 - SSIM)`` (11 x 11 Gaussian window, on the probability
   ``sigmoid(logits)``; the review gives no weights: 1, 100, 50 by default, see
-  ``configs/cgan_ac_caw.py``); discriminator loss ``d_loss_scale * (BCE(D(x, y),
+  ``configs/cgan_ac_caw.py``), plus ``dice_weight * Dice`` where set (the
+  default profile, after the authors' breast-tumour code); discriminator loss ``d_loss_scale * (BCE(D(x, y),
   1) + BCE(D(x, G(x)), 0))`` with scale 0.5 (authors' code). Adam 2e-4,
   beta1 0.5 for both.
 
@@ -233,12 +234,19 @@ class CGANAdversary(Adversary):
 
   def generator_terms(self, logits, aux, y):
     """``l1_weight * mean|p - y| + ssim_weight * mean(1 - SSIM(p, y))``, p =
-    sigmoid(logits): ``cgan_ac_caw.l1_ssim_loss`` with its two terms logged."""
+    sigmoid(logits) (``cgan_ac_caw.l1_ssim_loss``), plus ``dice_weight *``
+    soft Dice when ``adversarial.dice_weight`` > 0 (the authors' breast-tumour
+    code, see ``configs/cgan_ac_caw.py``); every term logged."""
     adv = self.cfg.adversarial
     p = jax.nn.sigmoid(logits.astype(jnp.float32))
     l1 = jnp.mean(jnp.abs(p - y))
     dssim = jnp.mean(1.0 - self._ssim(p, y, window_size=adv.ssim_window, sigma=adv.ssim_sigma))
-    return adv.l1_weight * l1 + adv.ssim_weight * dssim, {"g_l1": l1, "g_ssim": dssim}
+    total, terms = adv.l1_weight * l1 + adv.ssim_weight * dssim, {"g_l1": l1, "g_ssim": dssim}
+    dice_weight = float(adv.get("dice_weight", 0.0))
+    if dice_weight:
+      terms["g_dice"] = losses.soft_dice_loss(logits, y)
+      total = total + dice_weight * terms["g_dice"]
+    return total, terms
 
 
 ADVERSARIES: dict[str, Callable[[Any], Adversary]] = {

@@ -36,3 +36,42 @@ def test_upconv2x2_equals_conv_transpose():
   f = lambda m: lambda v: jnp.sum(jnp.sin(m.apply(v, x)))
   g, g_ref = jax.grad(f(layers.UpConv2x2(4)))(v), jax.grad(f(ref_mod))(v)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g, g_ref)
+
+
+def test_max_pool2_same_equals_reduce_window():
+  x = jnp.asarray(np.random.default_rng(2).normal(size=(2, 7, 6, 3)), jnp.float32)
+  ref = nn.max_pool(x, (2, 2), strides=(1, 1), padding="SAME")
+  np.testing.assert_array_equal(layers.max_pool2_same(x), ref)
+
+
+@pytest.mark.parametrize("k", [1, 3, 4, 5])
+def test_depthwise_conv_equals_grouped_conv(k):
+  x = jnp.asarray(np.random.default_rng(3).normal(size=(2, 9, 8, 5)), jnp.float32)
+  ref_mod = nn.Conv(5, (k, k), padding="SAME", feature_group_count=5, use_bias=False)
+  v = ref_mod.init(jax.random.key(0), x)
+  v_fast = layers.DepthwiseConv(k).init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, v_fast) == jax.tree.map(jnp.shape, v)
+  np.testing.assert_allclose(layers.DepthwiseConv(k).apply(v, x), ref_mod.apply(v, x),
+                             rtol=1e-5, atol=1e-5)
+  f = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+  g = jax.grad(f(layers.DepthwiseConv(k)), argnums=(0, 1))(v, x)
+  g_ref = jax.grad(f(ref_mod), argnums=(0, 1))(v, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g, g_ref)
+
+
+@pytest.mark.parametrize("k", [2, 3, 4, 5])
+@pytest.mark.parametrize("use_bias", [True, False])
+def test_conv_transpose_2x_equals_flax(k, use_bias):
+  x = jnp.asarray(np.random.default_rng(k).normal(size=(2, 5, 4, 3)), jnp.float32)
+  ref_mod = nn.ConvTranspose(6, (k, k), strides=(2, 2), padding="SAME", use_bias=use_bias)
+  mod = layers.ConvTranspose2x(6, k, use_bias=use_bias)
+  v = ref_mod.init(jax.random.key(0), x)
+  assert jax.tree.map(jnp.shape, mod.init(jax.random.key(0), x)) == jax.tree.map(jnp.shape, v)
+  v = jax.tree.map(lambda a: a + 0.1, v)
+  y = mod.apply(v, x)
+  assert y.shape == (2, 10, 8, 6)
+  np.testing.assert_allclose(y, ref_mod.apply(v, x), rtol=1e-5, atol=1e-5)
+  f = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
+  g = jax.grad(f(mod), argnums=(0, 1))(v, x)
+  g_ref = jax.grad(f(ref_mod), argnums=(0, 1))(v, x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g, g_ref)

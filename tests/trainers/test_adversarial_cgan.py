@@ -8,6 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+from busjax import losses, registry
 from busjax.models import cgan_ac_caw
 from busjax.trainers import adversarial
 from gan_test_utils import check_step_isolation, check_stop_and_resume, load_fake_data, tiny_cfg
@@ -42,6 +43,13 @@ def test_adversarial_terms_follow_the_papers():
   y = (jax.random.uniform(k2, (2, 16, 16, 1)) > 0.6).astype(jnp.float32)
   total, terms = adv.generator_terms(logits, {}, y)
   a = cfg.adversarial
-  np.testing.assert_allclose(total, cgan_ac_caw.l1_ssim_loss(
-      logits, y, l1_weight=a.l1_weight, ssim_weight=a.ssim_weight), rtol=1e-5)
-  assert set(terms) == {"g_l1", "g_ssim"} and float(terms["g_ssim"]) > 0
+  l1_ssim = cgan_ac_caw.l1_ssim_loss(logits, y, l1_weight=a.l1_weight, ssim_weight=a.ssim_weight)
+  # Non-paper profiles add the authors' breast-code Dice term (configs/cgan_ac_caw.py).
+  assert a.dice_weight == 150.0
+  np.testing.assert_allclose(total, l1_ssim + 150.0 * losses.soft_dice_loss(logits, y), rtol=1e-5)
+  assert set(terms) == {"g_l1", "g_ssim", "g_dice"} and float(terms["g_ssim"]) > 0
+  cfg.adversarial.dice_weight = 0.0  # the paper profile: the review's terms only
+  total, terms = adversarial.make_adversary(cfg).generator_terms(logits, {}, y)
+  np.testing.assert_allclose(total, l1_ssim, rtol=1e-5)
+  assert set(terms) == {"g_l1", "g_ssim"}
+  assert registry.get_config("cgan_ac_caw", "paper").adversarial.dice_weight == 0.0
