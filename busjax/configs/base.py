@@ -45,9 +45,9 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.augment = ml_collections.ConfigDict(dict(hflip=True, vflip=False, shift=0.1))
   # Optimisation.
   c.batch_size = 8
-  # default: 15 epochs with a cosine-decayed LR, so the U-Net run fits ~10 min
-  # on 2 CPU cores (1.37 steps/s at 128x128, batch 8, width 16); paper: the
-  # papers' constant Adam rates (each config sets its epochs).
+  # default: 15 epochs with a cosine-decayed LR, a few minutes per model on 2
+  # CPU cores (the U-Net's config raises it to 20); paper: the papers'
+  # constant Adam rates (each config sets its epochs).
   c.epochs = 15
   c.optimizer = ml_collections.ConfigDict(dict(
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, weight_decay=0.0,

@@ -8,6 +8,10 @@ def get_config(variant: str = "default", name: str = "unet"):
   c = get_base_config(variant)
   c.model.width = 64 if variant == "paper" else (4 if variant == "tiny" else 16)
   c.model.depth = 4
+  if variant == "default":
+    # 20 cosine epochs fit the 10-minute CPU budget since the up-convolution
+    # and pooling rewrite (issue 7): ~1.9 steps/s at 128x128, batch 8, width 16.
+    c.epochs = 20
   if variant == "paper":
     c.image_size = 256
     c.batch_size = 4

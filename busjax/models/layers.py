@@ -92,15 +92,64 @@ def max_pool2_same(x: jnp.ndarray) -> jnp.ndarray:
                      jnp.maximum(p[:, :h, 1:], p[:, 1:, 1:]))
 
 
+def _shifted_sum(x: jnp.ndarray, w: jnp.ndarray, lo: int, hi: int) -> jnp.ndarray:
+  """``sum_ij pad(x)[:, i:i+H, j:j+W] * w[i, j]``: x ``[B,H,W,C]``, w ``[k,k,C]``,
+  ``pad`` adds ``lo`` before and ``hi`` after each spatial axis (one fused loop)."""
+  k = w.shape[0]
+  h, wd = x.shape[1:3]
+  p = jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)))
+  out = None
+  for i in range(k):
+    for j in range(k):
+      term = p[:, i:i + h, j:j + wd] * w[i, j]
+      out = term if out is None else out + term
+  return out
+
+
+@jax.custom_vjp
+def depthwise_conv_same(x: jnp.ndarray, w: jnp.ndarray) -> jnp.ndarray:
+  """Depthwise correlation, stride 1, "SAME" (lax's split: ``(k-1)//2`` before).
+
+  x ``[B,H,W,C]``, w ``[k,k,C]`` -> ``[B,H,W,C]``. Custom VJP: the input
+  gradient is the same shifted sum of the output gradient with the flipped
+  kernel (one fused loop, where autodiff of the slices would materialise one
+  padded copy per tap), and the kernel gradient is one reduction per tap.
+  """
+  k = w.shape[0]
+  return _shifted_sum(x, w, (k - 1) // 2, k - 1 - (k - 1) // 2)
+
+
+def _dw_fwd(x, w):
+  return depthwise_conv_same(x, w), (x, w)
+
+
+def _dw_bwd(res, g):
+  x, w = res
+  k = w.shape[0]
+  lo, hi = (k - 1) // 2, k - 1 - (k - 1) // 2
+  dx = _shifted_sum(g, w[::-1, ::-1], hi, lo)
+  h, wd = x.shape[1:3]
+  # The barrier keeps XLA from sharing these slices with the forward pass's
+  # identical ones (shared slices are materialised, one full copy per tap).
+  p = jax.lax.optimization_barrier(jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0))))
+  dw = jnp.stack([jnp.stack([jnp.sum(p[:, i:i + h, j:j + wd] * g, axis=(0, 1, 2))
+                             for j in range(k)]) for i in range(k)])
+  return dx, dw.astype(w.dtype)
+
+
+depthwise_conv_same.defvjp(_dw_fwd, _dw_bwd)
+
+
 class DepthwiseConv(nn.Module):
   """Depthwise k x k convolution, stride 1, "SAME", no bias: ``[B,H,W,C] -> [B,H,W,C]``.
 
   The function and parameter (``kernel [k, k, 1, C]``) of ``nn.Conv(C, (k, k),
-  feature_group_count=C, use_bias=False)``, computed as the sum of ``k*k``
-  shifted copies of the input times one weight per channel. XLA CPU runs a
-  grouped convolution's weight gradient as a batch-grouped convolution at a
-  small fraction of its dense rate; the shifted sum and its gradient are
-  element-wise work that fuses (issue 7: RCA-IUnet's separable convolutions).
+  feature_group_count=C, use_bias=False)``, computed by
+  :func:`depthwise_conv_same` (shifted copies of the input times one weight
+  per channel, with a hand-written VJP). XLA CPU runs a grouped convolution's
+  weight gradient as a batch-grouped convolution at a small fraction of its
+  dense rate; the shifted sums fuse (issue 7: RCA-IUnet's separable
+  convolutions, 2.5x its train step).
   """
   kernel: int
   kernel_init: Callable = nn.initializers.lecun_normal()
@@ -111,15 +160,7 @@ class DepthwiseConv(nn.Module):
     w = self.param("kernel", self.kernel_init, (k, k, 1, c))
     if k == 1:
       return x * w[0, 0, 0]
-    lo = (k - 1) // 2  # "SAME": lax pads (k-1)//2 before, the rest after
-    p = jnp.pad(x, ((0, 0), (lo, k - 1 - lo), (lo, k - 1 - lo), (0, 0)))
-    h, wd = x.shape[1:3]
-    out = None
-    for i in range(k):
-      for j in range(k):
-        term = p[:, i:i + h, j:j + wd] * w[i, j, 0]
-        out = term if out is None else out + term
-    return out
+    return depthwise_conv_same(x, w[:, :, 0].astype(x.dtype))
 
 
 def _conv_transpose_same_lo(k: int, stride: int = 2) -> int:

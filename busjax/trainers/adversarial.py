@@ -28,9 +28,10 @@ Models (``@register(..., trainer="adversarial")``):
   conditional discriminator ``"d"`` on image ⊕ mask ``[B, H, W, 2]``.
   Generator loss: ``adv_weight * BCE(D(x, G(x)), 1) + l1_weight * L1 +
   ssim_weight * (1 - SSIM)`` (11 x 11 Gaussian window, on the probability
-  ``sigmoid(logits)``; the review gives no weights: 1, 100, 50 by default, see
-  ``configs/cgan_ac_caw.py``), plus ``dice_weight * Dice`` where set (the
-  default profile, after the authors' breast-tumour code); discriminator loss ``d_loss_scale * (BCE(D(x, y),
+  ``sigmoid(logits)``; the review gives no weights: 1, 100, 50 in the
+  ``paper`` profile), plus ``dice_weight * Dice`` (the ``default`` profile:
+  1, 0, 0 and Dice 150 as the authors' breast-tumour code, because the L1 +
+  SSIM weights collapsed to empty masks; see ``configs/cgan_ac_caw.py``); discriminator loss ``d_loss_scale * (BCE(D(x, y),
   1) + BCE(D(x, G(x)), 0))`` with scale 0.5 (authors' code). Adam 2e-4,
   beta1 0.5 for both.
 

@@ -37,6 +37,8 @@ def test_adversarial_terms_follow_the_papers():
   np.testing.assert_allclose(adversarial._generator_adv(l, True), -jnp.mean(jnp.log(d)),
                              rtol=1e-6)
   cfg = tiny_cfg("cgan_ac_caw")
+  assert (cfg.adversarial.l1_weight, cfg.adversarial.ssim_weight) == (0.0, 0.0)
+  cfg.adversarial.l1_weight, cfg.adversarial.ssim_weight = 100.0, 50.0  # the paper profile's
   adv = adversarial.make_adversary(cfg)
   k1, k2 = jax.random.split(jax.random.key(0, impl="rbg"))
   logits = 3 * jax.random.normal(k1, (2, 16, 16, 1))
@@ -52,4 +54,5 @@ def test_adversarial_terms_follow_the_papers():
   total, terms = adversarial.make_adversary(cfg).generator_terms(logits, {}, y)
   np.testing.assert_allclose(total, l1_ssim, rtol=1e-5)
   assert set(terms) == {"g_l1", "g_ssim"}
-  assert registry.get_config("cgan_ac_caw", "paper").adversarial.dice_weight == 0.0
+  paper = registry.get_config("cgan_ac_caw", "paper").adversarial
+  assert (paper.l1_weight, paper.ssim_weight, paper.dice_weight) == (100.0, 50.0, 0.0)
