@@ -4,6 +4,13 @@ All take logits ``[B, H, W, 1]`` (any float dtype; computed in float32) and
 binary labels of the same shape. Dice is the soft Dice of the papers
 (Milletari et al. 2016), computed per image and averaged over the batch, with
 smoothing 1 so that an empty mask predicted empty scores 0 loss.
+
+``batch_dice=True`` pools the sums over the whole batch instead (nnU-Net's
+"batch Dice", Isensee et al., Nature Methods 2021). Per-image Dice saturates on
+a lesion-free image: with an empty mask the loss is ``1 - 1/(sum(p) + 1)``,
+whose gradient ``1/(sum(p) + 1)^2`` all but vanishes once a false-positive blob
+of a few hundred pixels exists, so the Dice term stops fighting it; pooled
+over the batch the blob's pixels stay in one denominator with the lesions'.
 """
 from __future__ import annotations
 
@@ -15,11 +22,15 @@ import jax.numpy as jnp
 import optax
 
 
-def soft_dice_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, smooth: float = 1.0) -> jnp.ndarray:
-  """1 - soft Dice of sigmoid(logits) per image, batch mean. ``[B,H,W,C] -> []``."""
+def soft_dice_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, smooth: float = 1.0,
+                   batch_dice: bool = False) -> jnp.ndarray:
+  """1 - soft Dice of sigmoid(logits) per image, batch mean. ``[B,H,W,C] -> []``.
+
+  ``batch_dice``: one Dice over the whole batch (sums over every axis).
+  """
   p = jax.nn.sigmoid(logits.astype(jnp.float32))
   y = labels.astype(jnp.float32)
-  axes = tuple(range(1, p.ndim))
+  axes = tuple(range(0 if batch_dice else 1, p.ndim))
   inter = jnp.sum(p * y, axes)
   denom = jnp.sum(p, axes) + jnp.sum(y, axes)
   return jnp.mean(1.0 - (2.0 * inter + smooth) / (denom + smooth))
@@ -31,9 +42,11 @@ def bce_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
                                                      labels.astype(jnp.float32)))
 
 
-def bce_dice_loss(logits, labels, *, bce_weight: float = 0.5, dice_weight: float = 0.5):
+def bce_dice_loss(logits, labels, *, bce_weight: float = 0.5, dice_weight: float = 0.5,
+                  batch_dice: bool = False):
   """``bce_weight * BCE + dice_weight * Dice`` (RCA-IUnet: 0.5/0.5)."""
-  return bce_weight * bce_loss(logits, labels) + dice_weight * soft_dice_loss(logits, labels)
+  return (bce_weight * bce_loss(logits, labels)
+          + dice_weight * soft_dice_loss(logits, labels, batch_dice=batch_dice))
 
 
 def resize_labels(labels: jnp.ndarray, shape: Sequence[int]) -> jnp.ndarray:

@@ -20,6 +20,19 @@ def test_soft_dice_extremes():
   assert float(losses.soft_dice_loss(jnp.full((1, 4, 4, 1), -BIG), jnp.zeros((1, 4, 4, 1)))) < 1e-6
 
 
+def test_batch_dice_pools_the_batch():
+  # Image 0: 4 GT pixels predicted right; image 1 (normal): 4 false-positive pixels.
+  y = jnp.zeros((2, 4, 4, 1)).at[0, :1].set(1.0)
+  logits = jnp.full((2, 4, 4, 1), -BIG).at[:, :1].set(BIG)
+  per_image = (0.0 + (1 - 1 / 5)) / 2
+  assert float(losses.soft_dice_loss(logits, y)) == pytest.approx(per_image, 1e-5)
+  # Pooled: inter 4, denominator 8 + 4 -> 1 - 9/13.
+  assert float(losses.soft_dice_loss(logits, y, batch_dice=True)) == pytest.approx(4 / 13, 1e-5)
+  cfg = ml_collections.ConfigDict(dict(name="bce_dice", bce_weight=0.0, dice_weight=1.0,
+                                       batch_dice=True))
+  assert float(losses.segmentation_loss(cfg, logits, {}, y)) == pytest.approx(4 / 13, 1e-5)
+
+
 def test_bce_matches_formula():
   logits = jnp.array([[0.0, 2.0]]).reshape(1, 1, 2, 1)
   y = jnp.array([[1.0, 0.0]]).reshape(1, 1, 2, 1)
