@@ -414,12 +414,11 @@ def _loop(cfg, train_step, state, parts, ckpt, plateau, validate, set_lr, rdir, 
           if step >= total or stops.signum is not None:
             break
         flush()
-        if stops.signum is not None:
-          save(False)
-          print(f"\nstopped by signal {stops.signum} at step {step}; state saved in "
-                f"{rdir}/checkpoints/latest. Run the same command again to resume.")
-          raise KeyboardInterrupt(f"signal {stops.signum}")
-        if step % spe == 0 or step >= total:  # end of an epoch: validate, checkpoint
+        # A signal during an epoch's last step still gets that epoch's validation
+        # and checkpoint first: the resumed run starts the next epoch, so skipping
+        # them here would lose the epoch from the plateau and best-checkpoint choice.
+        epoch_end = step % spe == 0 or step >= total
+        if epoch_end:  # validate, checkpoint
           val = validate(state)
           improved, stop = plateau.update(val)
           state = set_lr(state, lr_now())
@@ -427,6 +426,12 @@ def _loop(cfg, train_step, state, parts, ckpt, plateau, validate, set_lr, rdir, 
                      "elapsed_s": time.time() - t0})
           save(improved, {"val_dice": val, "stopped_early": stop})
           bar.set_postfix_str(f"val_dice={val:.3f}")
+        if stops.signum is not None:
+          if not epoch_end:
+            save(False)
+          print(f"\nstopped by signal {stops.signum} at step {step}; state saved in "
+                f"{rdir}/checkpoints/latest. Run the same command again to resume.")
+          raise KeyboardInterrupt(f"signal {stops.signum}")
   finally:
     bar.close()
     log.close()

@@ -88,8 +88,16 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data):
   assert steps == sorted(set(steps))
 
 
-def test_signal_saves_state_and_rerun_resumes(tmp_path, data, monkeypatch):
-  cfg = tiny_cfg(max_steps=5)
+def _val_rows(run_dir):
+  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
+    return [(r["step"], r["val_dice"]) for r in map(json.loads, f) if "val_dice" in r]
+
+
+# 12 training images, batch 2: an epoch is 6 steps. Step 3 is mid-epoch; step 6
+# ends epoch 1, whose validation must not be skipped by the stop.
+@pytest.mark.parametrize("kill_at", [3, 6])
+def test_signal_saves_state_and_rerun_resumes(tmp_path, data, monkeypatch, kill_at):
+  cfg = tiny_cfg(max_steps=0, epochs=2)
   real = supervised.make_train_step
 
   def killing_step(cfg_, model):
@@ -97,7 +105,7 @@ def test_signal_saves_state_and_rerun_resumes(tmp_path, data, monkeypatch):
 
     def wrapped(state, *a):
       out = step(state, *a)
-      if int(out[0].step) == 3:
+      if int(out[0].step) == kill_at:
         os.kill(os.getpid(), signal.SIGTERM)
       return out
     return wrapped
@@ -106,13 +114,16 @@ def test_signal_saves_state_and_rerun_resumes(tmp_path, data, monkeypatch):
   with pytest.raises(KeyboardInterrupt):
     supervised.train(cfg, str(tmp_path / "k"), data=data, quiet=True)
   rdir = str(tmp_path / "k" / "fake" / "unet" / "fold_0")
-  assert params_of(rdir, cfg)[1]["step"] == 3
+  assert params_of(rdir, cfg)[1]["step"] == kill_at
   monkeypatch.setattr(supervised, "make_train_step", real)
   supervised.train(cfg, str(tmp_path / "k"), data=data, quiet=True)
   supervised.train(cfg, str(tmp_path / "u"), data=data, quiet=True)
   p_k, _ = params_of(rdir, cfg)
-  p_u, _ = params_of(str(tmp_path / "u" / "fake" / "unet" / "fold_0"), cfg)
+  udir = str(tmp_path / "u" / "fake" / "unet" / "fold_0")
+  p_u, _ = params_of(udir, cfg)
   jax.tree.map(np.testing.assert_array_equal, p_k, p_u)
+  assert _val_rows(rdir) == _val_rows(udir)
+  assert [s for s, _ in _val_rows(udir)] == [6, 12]
 
 
 def test_checkpoint_of_another_model_is_refused(tmp_path, data):
