@@ -22,18 +22,31 @@ import jax.numpy as jnp
 import optax
 
 
-def soft_dice_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, smooth: float = 1.0,
-                   batch_dice: bool = False) -> jnp.ndarray:
-  """1 - soft Dice of sigmoid(logits) per image, batch mean. ``[B,H,W,C] -> []``.
-
-  ``batch_dice``: one Dice over the whole batch (sums over every axis).
-  """
-  p = jax.nn.sigmoid(logits.astype(jnp.float32))
-  y = labels.astype(jnp.float32)
-  axes = tuple(range(0 if batch_dice else 1, p.ndim))
+def _soft_dice(p: jnp.ndarray, y: jnp.ndarray, axes: tuple[int, ...], smooth: float) -> jnp.ndarray:
   inter = jnp.sum(p * y, axes)
   denom = jnp.sum(p, axes) + jnp.sum(y, axes)
   return jnp.mean(1.0 - (2.0 * inter + smooth) / (denom + smooth))
+
+
+def soft_dice_loss(logits: jnp.ndarray, labels: jnp.ndarray, *, smooth: float = 1.0,
+                   batch_dice: float = 0.0) -> jnp.ndarray:
+  """1 - soft Dice of sigmoid(logits) per image, batch mean. ``[B,H,W,C] -> []``.
+
+  ``batch_dice`` in [0, 1]: the share of the batch-pooled Dice (sums over
+  every axis): 0 or False per image, 1 or True nnU-Net's batch Dice, in
+  between ``(1 - f) * per-image + f * pooled``.
+  """
+  f = float(batch_dice)
+  if not 0.0 <= f <= 1.0:
+    raise ValueError(f"batch_dice must be in [0, 1] (or a bool), got {batch_dice!r}")
+  p = jax.nn.sigmoid(logits.astype(jnp.float32))
+  y = labels.astype(jnp.float32)
+  loss = 0.0
+  if f < 1.0:
+    loss = (1.0 - f) * _soft_dice(p, y, tuple(range(1, p.ndim)), smooth)
+  if f > 0.0:
+    loss = loss + f * _soft_dice(p, y, tuple(range(p.ndim)), smooth)
+  return loss
 
 
 def bce_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
@@ -43,8 +56,9 @@ def bce_loss(logits: jnp.ndarray, labels: jnp.ndarray) -> jnp.ndarray:
 
 
 def bce_dice_loss(logits, labels, *, bce_weight: float = 0.5, dice_weight: float = 0.5,
-                  batch_dice: bool = False):
-  """``bce_weight * BCE + dice_weight * Dice`` (RCA-IUnet: 0.5/0.5)."""
+                  batch_dice: float = 0.0):
+  """``bce_weight * BCE + dice_weight * Dice`` (RCA-IUnet: 0.5/0.5); ``batch_dice``
+  as in :func:`soft_dice_loss`."""
   return (bce_weight * bce_loss(logits, labels)
           + dice_weight * soft_dice_loss(logits, labels, batch_dice=batch_dice))
 

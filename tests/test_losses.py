@@ -31,6 +31,11 @@ def test_batch_dice_pools_the_batch():
   cfg = ml_collections.ConfigDict(dict(name="bce_dice", bce_weight=0.0, dice_weight=1.0,
                                        batch_dice=True))
   assert float(losses.segmentation_loss(cfg, logits, {}, y)) == pytest.approx(4 / 13, 1e-5)
+  mix = losses.bce_dice_loss(logits, y, bce_weight=0.0, dice_weight=1.0, batch_dice=0.25)
+  assert float(mix) == pytest.approx(0.75 * per_image + 0.25 * 4 / 13, 1e-5)
+  assert float(losses.soft_dice_loss(logits, y, batch_dice=0.25)) == pytest.approx(float(mix), 1e-6)
+  with pytest.raises(ValueError, match="batch_dice must be in"):
+    losses.bce_dice_loss(logits, y, batch_dice=1.5)
 
 
 def test_bce_matches_formula():
