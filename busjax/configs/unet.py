@@ -15,7 +15,7 @@ def get_config(variant: str = "default", name: str = "unet"):
     # Half of the Dice term pooled over the batch (nnU-Net's batch Dice): per-image
     # Dice gives up on false positives in lesion-free images (its gradient
     # vanishes once a blob exists), pooled Dice alone loses lesion Dice. Synthetic
-    # fold 0, same machine: per-image DSC* 0.770 (11/26 normals with a false
+    # fold 0, same machine: per-image DSC* 0.775 (10/26 normals with a false
     # positive), pooled 0.777 (3/26, malignant 0.650), half and half 0.809 (8/26,
     # benign 0.887, malignant 0.784); see README "Results".
     c.loss.batch_dice = 0.5
