@@ -5,8 +5,9 @@ binary labels of the same shape. Dice is the soft Dice of the papers
 (Milletari et al. 2016), computed per image and averaged over the batch, with
 smoothing 1 so that an empty mask predicted empty scores 0 loss.
 
-``batch_dice=True`` pools the sums over the whole batch instead (nnU-Net's
-"batch Dice", Isensee et al., Nature Methods 2021). Per-image Dice saturates on
+``batch_dice`` (a share in [0, 1]; True = 1) pools that share of the Dice term
+over the whole batch instead (nnU-Net's "batch Dice", Isensee et al., Nature
+Methods 2021). Per-image Dice saturates on
 a lesion-free image: with an empty mask the loss is ``1 - 1/(sum(p) + 1)``,
 whose gradient ``1/(sum(p) + 1)^2`` all but vanishes once a false-positive blob
 of a few hundred pixels exists, so the Dice term stops fighting it; pooled

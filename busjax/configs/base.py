@@ -53,7 +53,7 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
       name="adam", learning_rate=1e-3, b1=0.9, b2=0.999, weight_decay=0.0,
       plateau_factor=0.5, plateau_patience=0,
       schedule="constant" if variant == "paper" else "cosine", min_lr_fraction=0.02))
-  # batch_dice: share of the batch-pooled Dice in the Dice term (busjax.losses.bce_dice_loss).
+  # batch_dice: share of the batch-pooled Dice in the Dice term (busjax.losses.soft_dice_loss).
   c.loss = ml_collections.ConfigDict(dict(name="bce_dice", bce_weight=0.5, dice_weight=0.5,
                                           batch_dice=0.0))
   c.early_stopping_patience = 0   # epochs without validation-Dice gain; 0 = off

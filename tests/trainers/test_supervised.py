@@ -11,7 +11,7 @@ import pytest
 
 from busjax import checkpointing, registry
 from busjax.data import pipeline
-from busjax.trainers import supervised
+from busjax.trainers import common, supervised
 from conftest import make_fake_source
 
 
@@ -89,8 +89,8 @@ def test_resume_reproduces_uninterrupted_run(tmp_path, data):
 
 
 def _val_rows(run_dir):
-  with open(os.path.join(run_dir, "metrics.jsonl")) as f:
-    return [(r["step"], r["val_dice"]) for r in map(json.loads, f) if "val_dice" in r]
+  rows = common.read_jsonl(os.path.join(run_dir, "metrics.jsonl"))
+  return [(r["step"], r["val_dice"]) for r in rows if "val_dice" in r]
 
 
 # 12 training images, batch 2: an epoch is 6 steps. Step 3 is mid-epoch; step 6
