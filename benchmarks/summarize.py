@@ -43,7 +43,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("accuracy", "Accuracy"), ("rmse", "RMSE"), ("miou_50_95", "mIoU"),
     ("dice_incl", "DSC*"), ("jaccard_incl", "JI*"))
 DISTANCE_KEYS = ("hd", "hd95", "ahd")
-FOOTNOTE = ("Mean ± std over folds of the per-fold mean over test images. HD, HD95, AHD in "
+FOOTNOTE = ("Mean ± std over folds of the per-fold mean over test images (the mean alone "
+            "for one fold). HD, HD95, AHD in "
             "pixels at the original resolution; FPR and AER are normalised by the ground-truth "
             "area (BUSIS). DSC*/JI*: normal-inclusive (an empty prediction on an empty mask "
             "scores 1); DSC/JI exclude such images. See busjax/metrics.py.")
@@ -104,14 +105,25 @@ def aggregate(group: dict, summary_key: str = "summary") -> dict | None:
 
 
 def format_cell(stat: dict | None, key: str) -> str:
-  """``mean ± std`` (4 decimals; 2 for distances in pixels); ``–`` when undefined."""
+  """``mean ± std`` (4 decimals; 2 for distances in pixels); ``–`` when undefined.
+
+  The mean alone when fewer than two folds have a value: the spread over one
+  fold is not zero but unknown, and ``± 0.0000`` would read as a measured one.
+  """
   if not stat:
     return "–"
-  mean, std = _nan(stat.get("mean")), _nan(stat.get("std"))
+  mean, std = _nan(stat.get("mean")), _fold_std(stat)
   if not math.isfinite(mean):
     return "–"
   d = 2 if key in DISTANCE_KEYS else 4
   return f"{mean:.{d}f} ± {std:.{d}f}" if math.isfinite(std) else f"{mean:.{d}f}"
+
+
+def _fold_std(stat: dict) -> float:
+  """The over-fold std of ``stat``, NaN unless at least two folds have a value."""
+  if int(stat.get("n_folds", 2)) < 2:
+    return float("nan")
+  return _nan(stat.get("std"))
 
 
 def _num(v: Any) -> str:
@@ -149,7 +161,7 @@ def _metric_csv_cells(agg: dict) -> list:
   out = []
   for k, _ in COLUMNS:
     s = agg["metrics"].get(k) or {}
-    out += [_nan(s.get("mean")), _nan(s.get("std"))]
+    out += [_nan(s.get("mean")), _fold_std(s) if s else float("nan")]
   return out
 
 
