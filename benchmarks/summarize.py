@@ -161,7 +161,7 @@ def _metric_csv_cells(agg: dict) -> list:
   out = []
   for k, _ in COLUMNS:
     s = agg["metrics"].get(k) or {}
-    out += [_nan(s.get("mean")), _fold_std(s) if s else float("nan")]
+    out += [_nan(s.get("mean")), _fold_std(s)]
   return out
 
 
@@ -376,7 +376,7 @@ def plot_dice_vs_time(rows: Sequence[dict], out_dir: str) -> list[str]:
       if agg is None:
         continue
       d = agg["metrics"].get("dice") or {}
-      mean, std = _nan(d.get("mean")), _nan(d.get("std"))
+      mean, std = _nan(d.get("mean")), _fold_std(d)
       if math.isfinite(mean) and math.isfinite(agg["inference_ms"]):
         pts.append((g["label"], agg["inference_ms"], mean, std if math.isfinite(std) else 0.0,
                     g["rows"][0].get("device_kind", "?")))
