@@ -10,6 +10,7 @@ import datetime
 import json
 import math
 import os
+import platform
 import statistics
 import time
 from typing import Any, Callable, Iterable, Sequence
@@ -118,9 +119,52 @@ def read_rows(*paths: str, kind: str | None = None) -> list[dict]:
 # ----------------------------------------------------------------------------- environment
 
 
+def host_cpu() -> str:
+  """The host CPU's model name (``/proc/cpuinfo``; ``platform.processor()``
+  elsewhere): rows from different machines of one "cpu" device kind differ
+  by up to 2x in this project's tables, so each row says which it was.
+
+  Virtual machines often report a generic name ("Intel(R) Xeon(R)
+  Processor"), so the widest vector extensions present are appended, e.g.
+  ``"Intel(R) Xeon(R) Processor (avx512f, amx_tile)"``.
+  """
+  name, isa = "", []
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and not name:
+          name = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and not isa:
+          present = set(line.split(":", 1)[1].split())
+          isa = [k for k in ("avx2", "avx512f", "amx_tile") if k in present]
+          isa = [k for k in isa if not (k == "avx2" and "avx512f" in present)]
+  except OSError:
+    pass
+  name = name or platform.processor() or platform.machine()
+  return f"{name} ({', '.join(isa)})" if isa else name
+
+
+def malloc_library(ld_preload: str | None = None) -> str:
+  """The allocator this process runs on: the basename of a tcmalloc,
+  jemalloc or mimalloc library in ``LD_PRELOAD``, else ``"default"``.
+
+  A preloaded tcmalloc raised both sides of ``benchmarks.vs_pytorch`` by
+  1.1-1.3x on a 2-core Xeon (glibc's malloc returns XLA's and PyTorch's large
+  per-step buffers to the kernel, and each step page-faults them back), so a
+  row records it.
+  """
+  ld_preload = os.environ.get("LD_PRELOAD", "") if ld_preload is None else ld_preload
+  for lib in ld_preload.replace(":", " ").split():
+    name = os.path.basename(lib)
+    if any(k in name for k in ("tcmalloc", "jemalloc", "mimalloc")):
+      return name
+  return "default"
+
+
 def environment() -> dict:
   """Device and software of this process: device kind, platform, device and
-  process counts, versions (fields of every results row)."""
+  process counts, host CPU and cores, allocator, versions (fields of every
+  results row)."""
   import flax
   import jax
   import jaxlib
@@ -136,6 +180,9 @@ def environment() -> dict:
       "platform": dev.platform,
       "num_devices": jax.device_count(),
       "num_processes": jax.process_count(),
+      "host_cpu": host_cpu(),
+      "host_cores": len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+      "malloc": malloc_library(),
       "jax_version": jax.__version__,
       "jaxlib_version": jaxlib.__version__,
       "flax_version": flax.__version__,

@@ -62,7 +62,8 @@ def compare_row(jax_row: dict, torch_row: dict | None, width: int) -> dict:
       "jax_infer_images_per_s": jax_row["infer_images_per_s"],
       "torch_train_images_per_s": None, "torch_infer_images_per_s": None,
       "train_ratio": None, "infer_ratio": None, "torch": torch_row,
-      **{k: jax_row[k] for k in ("device_kind", "platform", "jax_version", "flax_version")},
+      **{k: jax_row.get(k) for k in ("device_kind", "platform", "host_cpu", "host_cores", "malloc",
+                                     "jax_version", "flax_version")},
       "time": common.utc_now(),
   }
   if torch_row is not None:
