@@ -59,6 +59,7 @@ def evaluate_run(cfg, rdir: str, state: Any, predict, test: pipeline.Segmentatio
       "num_test_images": len(per_image),
       "summary": metrics_lib.summarize(per_image),
       "small_tumour_summary": metrics_lib.summarize(small),
+      **group_summaries(per_image),
       "per_image": per_image,
   }
   if cfg.postprocess:
@@ -70,6 +71,37 @@ def evaluate_run(cfg, rdir: str, state: Any, predict, test: pipeline.Segmentatio
   if not quiet:
     print(format_table(result, rdir))
   return result
+
+
+def _has_lesion(row: dict) -> bool:
+  """True when the image's ground truth is non-empty (its ``small`` flag is
+  defined; :func:`busjax.metrics.segmentation_metrics` gives NaN/None for an
+  empty mask)."""
+  s = row["small"]
+  return s is not None and s == s
+
+
+def group_summaries(per_image: list[dict]) -> dict:
+  """The three readings of "mean Dice" over a test split, side by side.
+
+  ``summary["dice"]`` (nnU-Net) drops images whose masks are both empty and
+  scores a false positive on a lesion-free image 0; ``dice_incl`` (DSC*)
+  counts empty-on-empty as 1; papers that leave normal images out average
+  over lesion images only. Returns ``lesion_summary`` (:func:`busjax.metrics.
+  summarize` over images with a non-empty ground truth), ``label_summary``
+  (one summary per class label, e.g. benign / malignant / normal) and
+  ``empty_mask_false_positives`` (``{"n", "of"}``: lesion-free images with a
+  non-empty prediction, out of all lesion-free images).
+  """
+  empty = [r for r in per_image if not _has_lesion(r)]
+  fp = sum(1 for r in empty if r["dice"] is not None and r["dice"] == r["dice"])
+  labels = sorted({r["label"] for r in per_image})
+  return {
+      "lesion_summary": metrics_lib.summarize([r for r in per_image if _has_lesion(r)]),
+      "label_summary": {lab: metrics_lib.summarize([r for r in per_image if r["label"] == lab])
+                        for lab in labels},
+      "empty_mask_false_positives": {"n": fp, "of": len(empty)},
+  }
 
 
 def _safe(name: str) -> str:
@@ -103,4 +135,16 @@ def format_table(result: dict, rdir: str = "") -> str:
       s = summ.get(k)
       cells.append("n/a" if not s or not s["n"] else f"{s['mean']:.4g} ± {s['std']:.4g} ({s['n']})")
     lines.append(f"{k:<13}{cells[0]:>26}{cells[1]:>26}")
+  les, fp = result.get("lesion_summary", {}).get("dice"), result.get("empty_mask_false_positives")
+  if les and les["n"]:
+    line = f"mean Dice over lesion images {les['mean']:.4f} ({les['n']})"
+    if fp and fp["of"]:
+      line += f"; lesion-free images with a false positive: {fp['n']} of {fp['of']}"
+    lines.append(line)
+  by_label = [f"{lab} {summ['dice']['mean']:.4f} ({summ['dice']['n']})"
+              for lab, summ in result.get("label_summary", {}).items() if summ["dice"]["n"]]
+  if by_label:
+    lines.append("Dice by class: " + ", ".join(by_label))
+  lines.append("(dice: both-empty images excluded, a false positive on a lesion-free image "
+               "scores 0; dice_incl: both-empty scores 1)")
   return "\n".join(lines)
