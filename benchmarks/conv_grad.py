@@ -18,6 +18,9 @@ each shape ``BxHxWxCxO`` (NHWC input with C channels, O output channels,
   starting at row ``i*(W+2) + j`` (no shifted copy of the input);
 * ``dw_host_blas``: ``dw_flat``'s products in NumPy's BLAS through
   ``jax.pure_callback`` (views, no copies on the host);
+* ``dw_onednn``: oneDNN's backward-weights primitive behind an XLA FFI call
+  (:mod:`benchmarks.onednn_ffi`), when its wheels are installed (the row's
+  ``onednn`` field says which oneDNN kernel ran, or why it was skipped);
 * ``torch_fwd_dw``: PyTorch's forward plus weight gradient of the same
   convolution, when PyTorch is installed (the peer's oneDNN kernels).
 
@@ -34,7 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import common
+from benchmarks import common, onednn_ffi
 
 # (B, H, W, C, O) of the width-16 U-Net's 3x3 convolutions at 128x128, batch 8
 # (first conv of each encoder stage), and the width-64 first stage at batch 4.
@@ -158,7 +161,15 @@ def measure(shape: tuple[int, int, int, int, int], steps: int = 10,
          "dx_ms": _time_ms(lambda w_, g_: jax.vjp(lambda x_: conv3x3(x_, w_), x)[1](g_)[0],
                            wt, g, steps=steps),
          "dw_ms": _time_ms(dw_xla, x, g, steps=steps)}
-  for name, fn in FORMULATIONS.items():
+  formulations = dict(FORMULATIONS)
+  ok, why = onednn_ffi.available()
+  if ok:
+    formulations["dw_onednn"] = onednn_ffi.dw_onednn
+    row["onednn"] = onednn_ffi.implementation(shape)
+  else:
+    row["onednn"] = f"skipped: {why}"
+    row["dw_onednn_ms"] = row["dw_onednn_rel_err"] = None
+  for name, fn in formulations.items():
     row[f"{name}_ms"] = _time_ms(fn, x, g, steps=steps)
     row[f"{name}_rel_err"] = float(jnp.max(jnp.abs(jax.jit(fn)(x, g) - ref))) / scale
   row["torch_fwd_dw_ms"] = _torch_ms(shape, steps) if with_torch else None
@@ -167,7 +178,7 @@ def measure(shape: tuple[int, int, int, int, int], steps: int = 10,
 
 def table(rows: Sequence[dict]) -> str:
   """Markdown table of ``conv_grad`` rows (milliseconds per call)."""
-  cols = ["fwd", "dx", "dw", *FORMULATIONS, "torch_fwd_dw"]
+  cols = ["fwd", "dx", "dw", *FORMULATIONS, "dw_onednn", "torch_fwd_dw"]
   lines = ["| BxHxWxCxO | GFLOP/pass | " + " | ".join(f"{c} ms" for c in cols) + " |",
            "|---|---|" + "---|" * len(cols)]
   for r in rows:
