@@ -18,9 +18,11 @@ each shape ``BxHxWxCxO`` (NHWC input with C channels, O output channels,
   starting at row ``i*(W+2) + j`` (no shifted copy of the input);
 * ``dw_host_blas``: ``dw_flat``'s products in NumPy's BLAS through
   ``jax.pure_callback`` (views, no copies on the host);
-* ``dw_onednn``: oneDNN's backward-weights primitive behind an XLA FFI call
-  (:mod:`benchmarks.onednn_ffi`), when its wheels are installed (the row's
-  ``onednn`` field says which oneDNN kernel ran, or why it was skipped);
+* ``fwd_onednn``, ``dx_onednn``, ``dw_onednn``: oneDNN's forward,
+  backward-data and backward-weights primitives behind XLA FFI calls
+  (:mod:`busjax.ops.onednn`, what the models run on one CPU device), when its
+  wheels are installed (the row's ``onednn`` field names the kernel oneDNN
+  chose for each pass, or why they were skipped);
 * ``torch_fwd_dw``: PyTorch's forward plus weight gradient of the same
   convolution, when PyTorch is installed (the peer's oneDNN kernels).
 
@@ -36,7 +38,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from benchmarks import common, onednn_ffi
+from benchmarks import common
+from busjax.ops import onednn
 
 # (B, H, W, C, O) of the width-16 U-Net's 3x3 convolutions at 128x128, batch 8
 # (first conv of each encoder stage), and the width-64 first stage at batch 4.
@@ -90,6 +93,11 @@ def dw_flat(x: jnp.ndarray, g: jnp.ndarray) -> jnp.ndarray:
   dims = (((0,), (0,)), ((), ()))
   return jnp.stack([jax.lax.dot_general(xp[i * wp + j:i * wp + j + n], gp, dims)
                     for i in range(3) for j in range(3)]).reshape(3, 3, x.shape[-1], g.shape[-1])
+
+
+def dw_onednn(x: jnp.ndarray, g: jnp.ndarray) -> jnp.ndarray:
+  """oneDNN's backward-weights primitive (:func:`busjax.ops.onednn.conv_bwd_weights`)."""
+  return onednn.conv_bwd_weights(x, g, 3)
 
 
 def _host_taps(xp: np.ndarray, gp: np.ndarray, n: int, wp: int) -> np.ndarray:
@@ -162,13 +170,21 @@ def measure(shape: tuple[int, int, int, int, int], steps: int = 10,
          "dx_ms": _time_ms(dx, wt, g, steps=steps),
          "dw_ms": _time_ms(dw_jit, x, g, steps=steps)}
   formulations = dict(FORMULATIONS)
-  ok, why = onednn_ffi.available()
+  ok, why = onednn.available()
   if ok:
-    formulations["dw_onednn"] = onednn_ffi.dw_onednn
-    row["onednn"] = onednn_ffi.implementation(shape)
+    formulations["dw_onednn"] = dw_onednn
+    row["onednn"] = ", ".join(f"{p}: {onednn.implementation(p, shape)}" for p in onednn.PASSES)
+    y_ref = jax.jit(conv3x3)(x, wt)
+    dx_ref = dx(wt, g)
+    for name, fn, args, want in (("fwd_onednn", onednn.conv_fwd, (x, wt), y_ref),
+                                 ("dx_onednn", onednn.conv_bwd_data, (g, wt), dx_ref)):
+      fn = jax.jit(fn)
+      row[f"{name}_rel_err"] = float(jnp.max(jnp.abs(fn(*args) - want) / jnp.max(jnp.abs(want))))
+      row[f"{name}_ms"] = _time_ms(fn, *args, steps=steps)
   else:
     row["onednn"] = f"skipped: {why}"
-    row["dw_onednn_ms"] = row["dw_onednn_rel_err"] = None
+    for name in ("fwd_onednn", "dx_onednn", "dw_onednn"):
+      row[f"{name}_ms"] = row[f"{name}_rel_err"] = None
   for name, fn in formulations.items():
     fn = jax.jit(fn)  # one compile serves the error check and the timing
     row[f"{name}_rel_err"] = float(jnp.max(jnp.abs(fn(x, g) - ref))) / scale
@@ -179,7 +195,8 @@ def measure(shape: tuple[int, int, int, int, int], steps: int = 10,
 
 def table(rows: Sequence[dict]) -> str:
   """Markdown table of ``conv_grad`` rows (milliseconds per call)."""
-  cols = ["fwd", "dx", "dw", *FORMULATIONS, "dw_onednn", "torch_fwd_dw"]
+  cols = ["fwd", "dx", "dw", *FORMULATIONS, "fwd_onednn", "dx_onednn", "dw_onednn",
+          "torch_fwd_dw"]
   lines = ["| BxHxWxCxO | GFLOP/pass | " + " | ".join(f"{c} ms" for c in cols) + " |",
            "|---|---|" + "---|" * len(cols)]
   for r in rows:

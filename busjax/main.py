@@ -78,6 +78,14 @@ def main(argv):
     print(f"[busjax] {cfg.model_name}: CPU-sized 'default' profile ({cfg.image_size}x"
           f"{cfg.image_size}, {cfg.epochs} epochs, batch {cfg.batch_size}, model {cfg.model.to_dict()})."
           " Use --schedule=paper for the paper's own settings.")
+  if "conv_backend" in cfg.model:
+    from busjax.ops import conv
+    try:
+      backend = conv.resolve_backend(cfg.model.conv_backend)
+    except ValueError as e:
+      print(f"error: {e}", file=sys.stderr)
+      sys.exit(2)
+    print(f"[busjax] convolution kernels: {conv.describe(backend)}")
   from busjax import trainers
   trainers.run(cfg, FLAGS.workdir)
 

@@ -7,34 +7,75 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from busjax.ops.conv import conv2d_same
+
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
   """BatchNorm with PyTorch's defaults (momentum 0.9 of running stats, eps 1e-5)."""
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
+class ConvSame(nn.Module):
+  """k x k convolution, stride 1, "SAME": ``[B,H,W,C] -> [B,H,W,features]``.
+
+  The function and parameters (``kernel [k, k, C, features]``, ``bias``) of
+  ``nn.Conv(features, (k, k), padding="SAME", kernel_dilation=dilation)``,
+  computed by :func:`busjax.ops.conv.conv2d_same`, which on CPU runs
+  oneDNN's convolution kernels (forward, input and weight gradients) instead
+  of XLA's: XLA CPU's weight gradient is 3-17x slower (issue 7).
+  ``backend`` is ``"auto"`` (oneDNN on a single CPU device when it is
+  installed, XLA elsewhere), ``"xla"`` or ``"onednn"``.
+  """
+  features: int
+  kernel: int = 3
+  dilation: int = 1
+  use_bias: bool = True
+  backend: str = "auto"
+  kernel_init: Callable = nn.initializers.lecun_normal()
+  bias_init: Callable = nn.initializers.zeros_init()
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+    k = self.kernel
+    w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+    y = conv2d_same(x, w, dilation=self.dilation, backend=self.backend)
+    if self.use_bias:
+      y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
+    return y
+
+
 class ConvBNReLU(nn.Module):
-  """Conv (no bias) -> BatchNorm -> ReLU. ``[B,H,W,C] -> [B,H',W',features]``."""
+  """Conv (no bias) -> BatchNorm -> ReLU. ``[B,H,W,C] -> [B,H',W',features]``.
+
+  Stride-1 convolutions are :class:`ConvSame` (same parameters as
+  ``nn.Conv``; ``conv_backend`` picks its kernels), strided ones ``nn.Conv``.
+  """
   features: int
   kernel: int = 3
   strides: int = 1
   dilation: int = 1
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
-                kernel_dilation=self.dilation, padding="SAME", use_bias=False, name="conv")(x)
+    if self.strides == 1:
+      x = ConvSame(self.features, self.kernel, self.dilation, use_bias=False,
+                   backend=self.conv_backend, name="conv")(x)
+    else:
+      x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
+                  kernel_dilation=self.dilation, padding="SAME", use_bias=False, name="conv")(x)
     return nn.relu(batch_norm(train, "bn")(x))
 
 
 class DoubleConv(nn.Module):
   """Two (3x3 conv, BN, ReLU): the U-Net stage. ``[B,H,W,C] -> [B,H,W,features]``."""
   features: int
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    x = ConvBNReLU(self.features, name="c1")(x, train=train)
-    return ConvBNReLU(self.features, name="c2")(x, train=train)
+    x = ConvBNReLU(self.features, conv_backend=self.conv_backend, name="c1")(x, train=train)
+    return ConvBNReLU(self.features, conv_backend=self.conv_backend, name="c2")(x, train=train)
 
 
 def max_pool2(x: jnp.ndarray) -> jnp.ndarray:

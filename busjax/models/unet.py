@@ -30,6 +30,10 @@ class UNet(nn.Module):
     width: channels of the first stage (64 in the paper).
     depth: number of 2x2 down-samplings (4 in the paper).
     num_classes: output channels (1: tumour logit).
+    conv_backend: kernels of the 3x3 convolutions (``busjax.ops.conv``):
+      ``"auto"`` runs oneDNN's on a single CPU device when installed, XLA's
+      elsewhere; ``"xla"``/``"onednn"`` force one. Same function and
+      parameters either way.
 
   Call: ``x`` float32 ``[B, H, W, 1]`` in [0, 1], H and W divisible by
   ``2**depth``; returns ``(logits [B, H, W, num_classes], aux)`` where aux
@@ -38,20 +42,22 @@ class UNet(nn.Module):
   width: int = 64
   depth: int = 4
   num_classes: int = 1
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False):
     widths = [self.width * 2**i for i in range(self.depth + 1)]
     skips = []
     for i in range(self.depth):
-      x = DoubleConv(widths[i], name=f"enc{i}")(x, train=train)
+      x = DoubleConv(widths[i], self.conv_backend, name=f"enc{i}")(x, train=train)
       skips.append(x)
       x = max_pool2(x)
-    x = DoubleConv(widths[-1], name="bottleneck")(x, train=train)
+    x = DoubleConv(widths[-1], self.conv_backend, name="bottleneck")(x, train=train)
     decoder_features = []
     for i in reversed(range(self.depth)):
       up = UpConv2x2(widths[i], name=f"up{i}")(x)
-      x = DoubleConv(widths[i], name=f"dec{i}")(jnp.concatenate([skips[i], up], -1), train=train)
+      x = DoubleConv(widths[i], self.conv_backend, name=f"dec{i}")(
+          jnp.concatenate([skips[i], up], -1), train=train)
       decoder_features.append(x)
     logits = nn.Conv(self.num_classes, (1, 1), name="head")(x)
     return logits, {"decoder_features": decoder_features}
