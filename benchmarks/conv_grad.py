@@ -173,7 +173,8 @@ def measure(shape: tuple[int, int, int, int, int], steps: int = 10,
   ok, why = onednn.available()
   if ok:
     formulations["dw_onednn"] = dw_onednn
-    row["onednn"] = ", ".join(f"{p}: {onednn.implementation(p, shape)}" for p in onednn.PASSES)
+    row["onednn"] = ", ".join(f"{p}: {onednn.implementation(p, shape[:4], o)}"
+                              for p in onednn.PASSES)
     y_ref = jax.jit(conv3x3)(x, wt)
     dx_ref = dx(wt, g)
     for name, fn, args, want in (("fwd_onednn", onednn.conv_fwd, (x, wt), y_ref),

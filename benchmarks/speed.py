@@ -18,6 +18,8 @@ Prints one JSON line per model:
 * ``peak_memory_bytes``: the device's ``peak_bytes_in_use`` where the backend
   reports it (GPU, TPU; None on CPU), and ``train_step_temp_bytes``: XLA's
   temporary buffer size of the compiled train step (every backend);
+* ``conv_backend``: the convolution kernels the model ran (``busjax.ops.conv``:
+  ``onednn`` or ``xla``; None for models without the choice);
 * ``train_step``: which step was timed. Adversarial models time the full
   adversarial step (discriminator and generator updates) of
   ``busjax.trainers.adversarial``.
@@ -95,6 +97,17 @@ def measure(cfg, *, steps: int = 10, repeats: int = 5, seed: int = 0) -> dict:
   predict = supervised.make_predict_fn(cfg, model)
   fwd = predict.lower(gen.params, gen.batch_stats, x).compile()
   flops = forward_flops(fwd)
+  conv_backend = None
+  if "conv_backend" in cfg.model:
+    # XLA's cost analysis does not see inside FFI calls (oneDNN's
+    # convolutions): count the FLOPs of the same network on XLA's kernels.
+    from busjax.ops import conv
+    conv_backend = conv.resolve_backend(cfg.model.conv_backend)
+    if conv_backend != "xla":
+      xla_cfg = cfg.copy_and_resolve_references()
+      xla_cfg.model.conv_backend = "xla"
+      xla_predict = supervised.make_predict_fn(xla_cfg, registry.build_model(xla_cfg))
+      flops = forward_flops(xla_predict.lower(gen.params, gen.batch_stats, x).compile())
   for _ in range(2):
     jax.block_until_ready(fwd(gen.params, gen.batch_stats, x))
 
@@ -115,6 +128,7 @@ def measure(cfg, *, steps: int = 10, repeats: int = 5, seed: int = 0) -> dict:
       "infer_images_per_s": steps * b / infer_s, "infer_ms_per_image": 1000 * infer_s / steps / b,
       "peak_memory_bytes": common.peak_memory_bytes(), "train_step_temp_bytes": temp_bytes,
       "train_step": step_name, "final_loss": loss,  # finite: the timed step did real work
+      "conv_backend": conv_backend,
       **common.environment(), "time": common.utc_now(),
   }
 

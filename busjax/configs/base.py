@@ -29,6 +29,10 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.model_name = ""
   c.variant = variant
   c.model = ml_collections.ConfigDict()
+  # Convolution kernels of every model (busjax.ops.conv): "auto" runs oneDNN's
+  # on a single CPU device when installed, XLA's elsewhere; "xla" or "onednn"
+  # forces one. Same function and parameters either way.
+  c.model.conv_backend = "auto"
   # Data.
   c.dataset = "synthetic_bus"
   c.data_dir = ""          # TFDS data_dir; "" = ~/tensorflow_datasets

@@ -22,9 +22,6 @@ def get_config(variant: str = "default", name: str = "lpm_unet") -> ml_collectio
   width = {"paper": 64, "default": 16, "tiny": 4}[variant]
   c.model.width = width
   c.model.depth = 4
-  # 3x3 convolution kernels (busjax.ops.conv): oneDNN's on one CPU device when
-  # installed ("auto"), XLA's elsewhere; "xla" or "onednn" forces one.
-  c.model.conv_backend = "auto"
   c.model.upsample_side_outputs = False
   c.loss = ml_collections.ConfigDict(dict(name="deep_supervision_dice", alphas=(1.0, 0.1, 0.1, 0.1)))
   # Kwargs of busjax.models.lpm_unet.LPMDiscriminators (see build_discriminator).

@@ -8,9 +8,6 @@ def get_config(variant: str = "default", name: str = "unet"):
   c = get_base_config(variant)
   c.model.width = 64 if variant == "paper" else (4 if variant == "tiny" else 16)
   c.model.depth = 4
-  # 3x3 convolution kernels (busjax.ops.conv): oneDNN's on one CPU device when
-  # installed ("auto"), XLA's elsewhere; "xla" or "onednn" forces one.
-  c.model.conv_backend = "auto"
   if variant == "default":
     # 20 cosine epochs: ~8 min on the 2-core machine of the issue-7 rewrites
     # (~1.9 steps/s at 128x128, batch 8, width 16), ~14 min on a 2x slower one.

@@ -66,7 +66,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from busjax.models.layers import ConvTranspose2x
+from busjax.models.layers import Conv, ConvTranspose2x
 from busjax.registry import register
 
 _W_INIT = nn.initializers.normal(0.02)
@@ -84,9 +84,11 @@ def _bn(train: bool, name: str) -> nn.BatchNorm:
 
 
 def _conv(features: int, kernel: int, strides: int, padding, *, use_bias: bool, name: str,
-          dilation: int = 1) -> nn.Conv:
-  return nn.Conv(features, (kernel, kernel), strides=strides, padding=padding,
-                 kernel_dilation=dilation, use_bias=use_bias, kernel_init=_W_INIT, name=name)
+          backend: str, dilation: int = 1) -> Conv:
+  """``nn.Conv(features, (kernel, kernel), ...)`` with N(0, 0.02) weights, as
+  :class:`busjax.models.layers.Conv` (``backend`` picks the kernels)."""
+  return Conv(features, kernel, strides, padding=padding, dilation=dilation, use_bias=use_bias,
+              backend=backend, kernel_init=_W_INIT, name=name)
 
 
 class ACBlock(nn.Module):
@@ -100,16 +102,18 @@ class ACBlock(nn.Module):
   features: int | None = None
   rates: Sequence[int] = (1, 6, 9)
   negative_slope: float = 0.2
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     f = self.features or x.shape[-1]
     outs = []
     for r in self.rates:
-      h = _conv(f, 3, 1, "SAME", use_bias=False, dilation=r, name=f"atrous{r}")(x)
+      h = _conv(f, 3, 1, "SAME", use_bias=False, dilation=r, backend=self.conv_backend,
+                name=f"atrous{r}")(x)
       outs.append(nn.leaky_relu(_bn(train, f"bn_atrous{r}")(h), self.negative_slope))
     g = jnp.mean(x, axis=(1, 2), keepdims=True)
-    g = _conv(f, 1, 1, "VALID", use_bias=False, name="pool_conv")(g)
+    g = _conv(f, 1, 1, "VALID", use_bias=False, backend=self.conv_backend, name="pool_conv")(g)
     g = nn.leaky_relu(_bn(train, "bn_pool")(g), self.negative_slope)
     outs.append(jnp.broadcast_to(g, x.shape[:3] + (f,)))
     return jnp.concatenate(outs, axis=-1)
@@ -180,6 +184,8 @@ class CGANACCAW(nn.Module):
     dropout_rate: dropout of the first ``num_dropout`` decoder layers (0.5, 3).
     negative_slope: LeakyReLU slope of the encoder (0.2).
     num_classes: output channels (1).
+    conv_backend: convolution kernels (``busjax.ops.conv``: ``"auto"``,
+      ``"xla"``, ``"onednn"``); same function and parameters either way.
 
   Call: ``x`` float32 ``[B, H, W, 1]`` in [0, 1], H and W divisible by
   ``2**depth``; ``train`` enables BN batch statistics and dropout (rng
@@ -200,6 +206,7 @@ class CGANACCAW(nn.Module):
   num_dropout: int = 3
   negative_slope: float = 0.2
   num_classes: int = 1
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False):
@@ -211,24 +218,26 @@ class CGANACCAW(nn.Module):
     h = x
     for i in range(self.depth):
       with_bn = i > 0 and (i < self.depth - 1 or self.bottleneck_bn)
-      h = _conv(widths[i], 4, 2, pad, use_bias=not with_bn, name=f"conv{i + 1}")(h)
+      h = _conv(widths[i], 4, 2, pad, use_bias=not with_bn, backend=self.conv_backend,
+                name=f"conv{i + 1}")(h)
       if with_bn:
         h = _bn(train, f"bn{i + 1}")(h)
       h = nn.leaky_relu(h, self.negative_slope)
       skips.append(h)
       if i + 1 == self.ac_after:
-        h = ACBlock(self.ac_features, tuple(self.ac_rates), self.negative_slope, name="ac")(h, train=train)
+        h = ACBlock(self.ac_features, tuple(self.ac_rates), self.negative_slope,
+                    self.conv_backend, name="ac")(h, train=train)
     h = CAWBlock(self.se_reduction, self.cam_residual, name="caw")(h)
     bottleneck = h
     for k in range(1, self.depth):
       skip = skips[self.depth - 1 - k]
       h = ConvTranspose2x(skip.shape[-1], 4, use_bias=False, kernel_init=_W_INIT,
-                          name=f"dconv{k}")(h)
+                          backend=self.conv_backend, name=f"dconv{k}")(h)
       h = _bn(train, f"dbn{k}")(h)
       if k <= self.num_dropout:
         h = nn.Dropout(self.dropout_rate, deterministic=not train, name=f"drop{k}")(h)
       h = jnp.concatenate([nn.relu(h), skip], axis=-1)
-    a = ConvTranspose2x(self.num_classes, 4, kernel_init=_W_INIT,
+    a = ConvTranspose2x(self.num_classes, 4, kernel_init=_W_INIT, backend=self.conv_backend,
                         name=f"dconv{self.depth}")(h)
     return 2.0 * a, {"tanh": jnp.tanh(a), "bottleneck": bottleneck}
 
@@ -241,6 +250,7 @@ class CGANDiscriminator(nn.Module):
     padding: "paper" (stride-2 convs pad 1, stride-1 convs pad 0: 10 x 10 out
       at 128 x 128) or "code" (all pad 1: 14 x 14 at 128, 30 x 30 at 256).
     negative_slope: LeakyReLU slope (0.2).
+    conv_backend: convolution kernels (``busjax.ops.conv``), as the generator's.
 
   Call: ``image`` ``[B, H, W, 1]`` in [0, 1] and ``mask`` ``[B, H, W, 1]`` in
   [0, 1] (ground truth, or the generator's ``sigmoid(logits)``), concatenated
@@ -250,6 +260,7 @@ class CGANDiscriminator(nn.Module):
   width: int = 32
   padding: str = "paper"
   negative_slope: float = 0.2
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, image: jnp.ndarray, mask: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -262,7 +273,8 @@ class CGANDiscriminator(nn.Module):
     h = jnp.concatenate([image, mask.astype(image.dtype)], axis=-1)
     for i, (f, s) in enumerate(zip(feats, strides)):
       with_bn = 1 <= i <= 3
-      h = _conv(f, 4, s, p1 if s == 2 else p_last, use_bias=not with_bn, name=f"conv{i + 1}")(h)
+      h = _conv(f, 4, s, p1 if s == 2 else p_last, use_bias=not with_bn,
+                backend=self.conv_backend, name=f"conv{i + 1}")(h)
       if i == 4:
         break
       if with_bn:
@@ -272,8 +284,10 @@ class CGANDiscriminator(nn.Module):
 
 
 def build_discriminator(config: Any) -> CGANDiscriminator:
-  """The discriminator of ``config`` (``CGANDiscriminator(**config.discriminator)``)."""
-  return CGANDiscriminator(**config.discriminator.to_dict())
+  """The discriminator of ``config`` (``CGANDiscriminator(**config.discriminator)``,
+  with the generator's ``model.conv_backend``)."""
+  return CGANDiscriminator(**config.discriminator.to_dict(),
+                           conv_backend=config.model.get("conv_backend", "auto"))
 
 
 # ----------------------------------------------------------------------------- SSIM

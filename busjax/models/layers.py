@@ -1,13 +1,15 @@
 """Blocks shared by several models. Layout is NHWC throughout."""
 from __future__ import annotations
 
-from typing import Callable
+from typing import Any, Callable
+
+import functools
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from busjax.ops.conv import conv2d_same
+from busjax.ops.conv import conv2d, conv2d_transpose, resolve_backend
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
@@ -15,19 +17,122 @@ def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
   return nn.BatchNorm(use_running_average=not train, momentum=0.9, epsilon=1e-5, name=name)
 
 
-class ConvSame(nn.Module):
-  """k x k convolution, stride 1, "SAME": ``[B,H,W,C] -> [B,H,W,features]``.
+def _bn_stats(x: jnp.ndarray) -> tuple[jnp.ndarray, jnp.ndarray]:
+  """Per-channel batch mean and (biased) variance of ``[..., C]``, as Flax's
+  BatchNorm computes them (``E[x^2] - E[x]^2`` in float32, clipped at 0)."""
+  axes = tuple(range(x.ndim - 1))
+  x = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean = jnp.mean(x, axes)
+  return mean, jnp.maximum(0.0, jnp.mean(jnp.square(x), axes) - jnp.square(mean))
+
+
+def _bn_coefficients(mean, var, scale, bias, eps):
+  """Per-channel ``a, c`` with ``BN(x) = x * a + c``. The optimisation barrier
+  makes XLA compute them once per channel instead of fusing the rsqrt into
+  (and re-evaluating it for every element of) the full-size loop."""
+  a = jax.lax.rsqrt(var + eps) * scale
+  return jax.lax.optimization_barrier((a, bias - mean * a))
+
+
+def _bn_relu_apply(x, mean, var, scale, bias, eps):
+  a, c = _bn_coefficients(mean, var, scale, bias, eps)
+  return jax.nn.relu(x * a + c).astype(x.dtype)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3,))
+def batch_norm_relu_train(x: jnp.ndarray, scale: jnp.ndarray, bias: jnp.ndarray,
+                          eps: float) -> tuple[jnp.ndarray, jnp.ndarray, jnp.ndarray]:
+  """Training-mode BatchNorm (batch statistics) then ReLU, with a hand-written VJP.
+
+  x ``[..., C]``, scale and bias ``[C]`` -> ``(y [..., C], mean [C], var [C])``:
+  ``y = relu((x - mean) * rsqrt(var + eps) * scale + bias)``, the values of
+  ``nn.relu(nn.BatchNorm(...)(x))`` up to float rounding (computed as
+  ``x * a + c`` with per-channel ``a``, ``c``). ``mean`` and ``var`` (biased)
+  feed the running averages and carry no gradient: their cotangents are
+  ignored, so use them under ``stop_gradient``.
+
+  The VJP makes two passes over x and the output gradient: one for the two
+  per-channel sums, one for ``dx = a * g' + k2 * x + k3`` (``g'`` the gradient
+  masked by the ReLU, recomputed from x; ``k2``, ``k3`` per channel).
+  Autodiff of the composition keeps ``x - mean`` and the normalised
+  activations as extra full-size buffers and makes more passes.
+  """
+  mean, var = _bn_stats(x)
+  return _bn_relu_apply(x, mean, var, scale, bias, eps), mean, var
+
+
+def _bn_relu_fwd(x, scale, bias, eps):
+  mean, var = _bn_stats(x)
+  return (_bn_relu_apply(x, mean, var, scale, bias, eps), mean, var), (x, mean, var, scale, bias)
+
+
+def _bn_relu_bwd(eps, res, cts):
+  x, mean, var, scale, bias = res
+  axes = tuple(range(x.ndim - 1))
+  n = x.size // x.shape[-1]
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  a, c = _bn_coefficients(mean, var, scale, bias, eps)
+  gz = jnp.where(xf * a + c > 0, cts[0].astype(xf.dtype), 0.0)
+  dbias = jnp.sum(gz, axes)
+  rstd = jax.lax.rsqrt(var + eps)
+  dscale = (jnp.sum(gz * xf, axes) - mean * dbias) * rstd        # sum(g' * xhat)
+  # dx = a * (g' - dbias / n - xhat * dscale / n), xhat = (x - mean) * rstd
+  k2 = -a * dscale * rstd / n
+  k3 = -a * dbias / n - k2 * mean
+  a, k2, k3 = jax.lax.optimization_barrier((a, k2, k3))
+  dx = a * gz + k2 * xf + k3
+  return dx.astype(x.dtype), dscale.astype(scale.dtype), dbias.astype(bias.dtype)
+
+
+batch_norm_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
+
+
+class BatchNormReLU(nn.Module):
+  """``nn.relu(batch_norm(train)(x))`` with the same variables and values
+  (up to float rounding), trained through :func:`batch_norm_relu_train`.
+
+  Variables as ``nn.BatchNorm``'s: params ``scale``, ``bias``; batch_stats
+  ``mean``, ``var`` (PyTorch's defaults as :func:`batch_norm`: momentum 0.9
+  of the running statistics, eps 1e-5; the running variance is the biased
+  one, as Flax keeps it). ``[..., C] -> [..., C]``.
+  """
+  momentum: float = 0.9
+  epsilon: float = 1e-5
+
+  @nn.compact
+  def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
+    c = (x.shape[-1],)
+    ra_mean = self.variable("batch_stats", "mean", lambda s: jnp.zeros(s, jnp.float32), c)
+    ra_var = self.variable("batch_stats", "var", lambda s: jnp.ones(s, jnp.float32), c)
+    scale = self.param("scale", nn.initializers.ones_init(), c)
+    bias = self.param("bias", nn.initializers.zeros_init(), c)
+    if not train:
+      return _bn_relu_apply(x, ra_mean.value, ra_var.value, scale, bias, self.epsilon)
+    y, mean, var = batch_norm_relu_train(x, scale, bias, self.epsilon)
+    if not self.is_initializing():
+      mean, var = jax.lax.stop_gradient(mean), jax.lax.stop_gradient(var)
+      ra_mean.value = self.momentum * ra_mean.value + (1 - self.momentum) * mean
+      ra_var.value = self.momentum * ra_var.value + (1 - self.momentum) * var
+    return y
+
+
+class Conv(nn.Module):
+  """k x k convolution: ``[B,H,W,C] -> [B,Ho,Wo,features]``, NHWC.
 
   The function and parameters (``kernel [k, k, C, features]``, ``bias``) of
-  ``nn.Conv(features, (k, k), padding="SAME", kernel_dilation=dilation)``,
-  computed by :func:`busjax.ops.conv.conv2d_same`, which on CPU runs
-  oneDNN's convolution kernels (forward, input and weight gradients) instead
-  of XLA's: XLA CPU's weight gradient is 3-17x slower (issue 7).
-  ``backend`` is ``"auto"`` (oneDNN on a single CPU device when it is
-  installed, XLA elsewhere), ``"xla"`` or ``"onednn"``.
+  ``nn.Conv(features, (k, k), strides=strides, padding=padding,
+  kernel_dilation=dilation, use_bias=use_bias)``, computed by
+  :func:`busjax.ops.conv.conv2d`, which on CPU runs oneDNN's convolution
+  kernels (forward, input and weight gradients) instead of XLA's: XLA CPU's
+  weight gradient is 3-17x slower (issue 7). ``backend`` is ``"auto"``
+  (oneDNN on a single CPU device when it is installed, XLA elsewhere),
+  ``"xla"`` or ``"onednn"``. ``padding``: ``"SAME"``, ``"VALID"`` or
+  ``((top, bottom), (left, right))``.
   """
   features: int
   kernel: int = 3
+  strides: int = 1
+  padding: Any = "SAME"
   dilation: int = 1
   use_bias: bool = True
   backend: str = "auto"
@@ -38,7 +143,9 @@ class ConvSame(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     k = self.kernel
     w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
-    y = conv2d_same(x, w, dilation=self.dilation, backend=self.backend)
+    padding = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
+    y = conv2d(x, w, stride=self.strides, padding=padding, dilation=self.dilation,
+               backend=self.backend)
     if self.use_bias:
       y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
     return y
@@ -47,8 +154,8 @@ class ConvSame(nn.Module):
 class ConvBNReLU(nn.Module):
   """Conv (no bias) -> BatchNorm -> ReLU. ``[B,H,W,C] -> [B,H',W',features]``.
 
-  Stride-1 convolutions are :class:`ConvSame` (same parameters as
-  ``nn.Conv``; ``conv_backend`` picks its kernels), strided ones ``nn.Conv``.
+  The convolution is :class:`Conv` (``nn.Conv``'s parameters;
+  ``conv_backend`` picks its kernels).
   """
   features: int
   kernel: int = 3
@@ -58,13 +165,9 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    if self.strides == 1:
-      x = ConvSame(self.features, self.kernel, self.dilation, use_bias=False,
-                   backend=self.conv_backend, name="conv")(x)
-    else:
-      x = nn.Conv(self.features, (self.kernel, self.kernel), strides=self.strides,
-                  kernel_dilation=self.dilation, padding="SAME", use_bias=False, name="conv")(x)
-    return nn.relu(batch_norm(train, "bn")(x))
+    x = Conv(self.features, self.kernel, self.strides, dilation=self.dilation, use_bias=False,
+             backend=self.conv_backend, name="conv")(x)
+    return BatchNormReLU(name="bn")(x, train=train)
 
 
 class DoubleConv(nn.Module):
@@ -106,14 +209,24 @@ class UpConv2x2(nn.Module):
   pixel followed by depth-to-space; written that way instead of XLA's
   input-dilated convolution, whose weight gradient convolves a 3/4-zero
   input: 2.2x the width-64 U-Net train-step throughput on CPU (issue 7).
+  Where ``backend`` resolves to oneDNN (:mod:`busjax.ops.conv`) it is
+  oneDNN's transposed convolution instead, which writes the NHWC output
+  directly (no depth-to-space copy) and has a fast weight gradient.
   """
   features: int
   kernel_init: Callable = nn.initializers.lecun_normal()
+  backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kernel = self.param("kernel", self.kernel_init, (2, 2, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    if resolve_backend(self.backend, jnp.promote_types(x.dtype, kernel.dtype)) == "onednn":
+      b, h, w, _ = x.shape
+      # The forward convolution whose input gradient this is: [2, 2, features, C].
+      w_conv = kernel[::-1, ::-1].transpose(0, 1, 3, 2)
+      return conv2d_transpose(x, w_conv, (2 * h, 2 * w), stride=2, padding="VALID",
+                              backend="onednn") + bias
     # nn.ConvTranspose (transpose_kernel=False) applies the spatially flipped kernel.
     y = jnp.einsum("bhwc,ijco->bhiwjo", x, kernel[::-1, ::-1])
     b, h, _, w, _, o = y.shape
@@ -223,11 +336,14 @@ class ConvTranspose2x(nn.Module):
   kernel taps of that phase (``kernel[ta::2, tb::2]``), then the phases are
   interleaved. XLA's input-dilated convolution multiplies 3/4 zeros and its
   weight gradient is slow on CPU (see :class:`UpConv2x2`, the k = 2 case).
+  Where ``backend`` resolves to oneDNN (:mod:`busjax.ops.conv`) it is one
+  oneDNN transposed convolution instead.
   """
   features: int
   kernel_size: int
   use_bias: bool = True
   kernel_init: Callable = nn.initializers.lecun_normal()
+  backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -237,6 +353,15 @@ class ConvTranspose2x(nn.Module):
     kernel = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
     lo = _conv_transpose_same_lo(k)
     b, h, w, _ = x.shape
+    if resolve_backend(self.backend, jnp.promote_types(x.dtype, kernel.dtype)) == "onednn":
+      # The stride-2 convolution whose input gradient this is: its window q
+      # starts at 2q - (k - 1 - lo) of the output.
+      p = (k - 1 - lo, lo - 1)
+      y = conv2d_transpose(x, kernel[::-1, ::-1].transpose(0, 1, 3, 2), (2 * h, 2 * w),
+                           stride=2, padding=(p, p), backend="onednn")
+      if self.use_bias:
+        y = y + self.param("bias", nn.initializers.zeros_init(), (self.features,))
+      return y
 
     def phase_taps(a: int) -> tuple[int, int, int]:
       """(first tap, number of taps, input offset d) of output phase a:

@@ -49,7 +49,7 @@ import jax
 import jax.numpy as jnp
 
 from busjax.losses import resize_labels
-from busjax.models.layers import batch_norm
+from busjax.models.layers import Conv, batch_norm
 from busjax.models.unet import UNet
 from busjax.registry import register
 
@@ -91,7 +91,7 @@ class LPMUNet(UNet):
     feats = aux["decoder_features"]  # deepest first; feats[-1] feeds the head
     side_logits = [logits]
     for n in range(1, NUM_STAGES):
-      s = nn.Conv(self.num_classes, (1, 1), name=f"side{n}")(feats[-1 - n])
+      s = Conv(self.num_classes, 1, backend=self.conv_backend, name=f"side{n}")(feats[-1 - n])
       if self.upsample_side_outputs:
         s = jax.image.resize(s, logits.shape[:3] + s.shape[3:], "bilinear")
       side_logits.append(s)
@@ -108,6 +108,7 @@ class StageDiscriminator(nn.Module):
   Attributes:
     width: channels of the first conv (64).
     negative_slope: LeakyReLU slope (0.2).
+    conv_backend: convolution kernels (``busjax.ops.conv``), as the generator's.
 
   Call: ``mask`` float32 ``[B, h, w, 1]`` in [0, 1]: a stage's probability map
   ``sigmoid(side_logits[n])`` (fake) or the ground truth area-downsampled to
@@ -117,6 +118,7 @@ class StageDiscriminator(nn.Module):
   """
   width: int = 64
   negative_slope: float = 0.2
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, mask: jnp.ndarray, *, train: bool = False) -> jnp.ndarray:
@@ -126,7 +128,7 @@ class StageDiscriminator(nn.Module):
     h = mask
     for i, (k, s, f) in enumerate(zip(kernels, strides, feats)):
       with_bn = 1 <= i <= 3
-      h = nn.Conv(f, (k, k), strides=s, padding="SAME", use_bias=not with_bn, name=f"conv{i + 1}")(h)
+      h = Conv(f, k, s, use_bias=not with_bn, backend=self.conv_backend, name=f"conv{i + 1}")(h)
       if i == 4:
         break
       if with_bn:
@@ -145,6 +147,7 @@ class LPMDiscriminators(nn.Module):
   Attributes:
     width: first-conv width of each :class:`StageDiscriminator`.
     num_stages: number of supervised decoder stages (4).
+    conv_backend: convolution kernels of every stage discriminator.
 
   Call: ``masks``: a list of ``num_stages`` maps ``[B, h_n, w_n, 1]`` in
   [0, 1], index n = stage n + 1 (the order of ``aux["side_logits"]``).
@@ -152,12 +155,14 @@ class LPMDiscriminators(nn.Module):
   """
   width: int = 64
   num_stages: int = NUM_STAGES
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, masks: Sequence[jnp.ndarray], *, train: bool = False) -> list[jnp.ndarray]:
     if len(masks) != self.num_stages:
       raise ValueError(f"{len(masks)} maps for {self.num_stages} stage discriminators")
-    return [StageDiscriminator(self.width, name=f"stage{n + 1}")(m, train=train)
+    return [StageDiscriminator(self.width, conv_backend=self.conv_backend,
+                               name=f"stage{n + 1}")(m, train=train)
             for n, m in enumerate(masks)]
 
 
@@ -175,5 +180,7 @@ def discriminator_inputs(side_logits: Sequence[jnp.ndarray],
 
 
 def build_discriminator(config: Any) -> LPMDiscriminators:
-  """The discriminators of ``config`` (``LPMDiscriminators(**config.discriminator)``)."""
-  return LPMDiscriminators(**config.discriminator.to_dict())
+  """The discriminators of ``config`` (``LPMDiscriminators(**config.discriminator)``,
+  with the generator's ``model.conv_backend``)."""
+  return LPMDiscriminators(**config.discriminator.to_dict(),
+                           conv_backend=config.model.get("conv_backend", "auto"))

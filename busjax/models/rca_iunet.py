@@ -74,6 +74,7 @@ ric_hp 2,414,333; csa_hp 885,936; csa_ric 2,864,145.
 """
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
@@ -81,7 +82,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 from jax import lax
 
-from busjax.models.layers import DepthwiseConv, batch_norm, max_pool2, max_pool2_same
+from busjax.models.layers import Conv, DepthwiseConv, batch_norm, max_pool2, max_pool2_same
 from busjax.registry import register
 
 SPECTRAL_MODES = ("spatial", "code")
@@ -154,11 +155,12 @@ class SeparableConv(nn.Module):
   """
   features: int
   kernel: int
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     x = DepthwiseConv(self.kernel, name="depthwise")(x)
-    return nn.Conv(self.features, (1, 1), name="pointwise")(x)
+    return Conv(self.features, 1, backend=self.conv_backend, name="pointwise")(x)
 
 
 class HybridPool(nn.Module):
@@ -170,6 +172,7 @@ class HybridPool(nn.Module):
   """
   same: bool = False
   spectral_mode: str = "spatial"
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
@@ -181,7 +184,7 @@ class HybridPool(nn.Module):
       m = max_pool2(x)
       s = spectral_pool(x, (h // 2, w // 2), self.spectral_mode)
     s = nn.relu(s).astype(x.dtype)
-    return nn.Conv(c, (1, 1), name="merge")(jnp.concatenate([m, s], -1))
+    return Conv(c, 1, backend=self.conv_backend, name="merge")(jnp.concatenate([m, s], -1))
 
 
 class ResidualInception(nn.Module):
@@ -192,22 +195,24 @@ class ResidualInception(nn.Module):
   features: int
   dropout_rate: float = 0.0
   spectral_mode: str = "spatial"
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    f = self.features
+    f, be = self.features, self.conv_backend
     h = x
     for stage, kernels in (("s1", (3, 1, 5)), ("s2", (3, 3, 3))):
       branches = []
       for j, k in enumerate(kernels):
-        b = SeparableConv(f, k, name=f"{stage}_conv{j}")(h)
+        b = SeparableConv(f, k, be, name=f"{stage}_conv{j}")(h)
         branches.append(nn.relu(batch_norm(train, f"{stage}_bn{j}")(b)))
-      p = HybridPool(same=True, spectral_mode=self.spectral_mode, name=f"{stage}_pool")(h)
+      p = HybridPool(same=True, spectral_mode=self.spectral_mode, conv_backend=be,
+                     name=f"{stage}_pool")(h)
       branches.append(nn.relu(batch_norm(train, f"{stage}_pool_bn")(p)))
-      h = SeparableConv(f, 1, name=f"{stage}_merge")(jnp.concatenate(branches, -1))
+      h = SeparableConv(f, 1, be, name=f"{stage}_merge")(jnp.concatenate(branches, -1))
     if self.dropout_rate > 0:
       h = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(h)
-    shortcut = batch_norm(train, "shortcut_bn")(SeparableConv(f, 1, name="shortcut")(x))
+    shortcut = batch_norm(train, "shortcut_bn")(SeparableConv(f, 1, be, name="shortcut")(x))
     return shortcut + h
 
 
@@ -216,16 +221,18 @@ class ResidualDoubleConv(nn.Module):
   dropout, plain 1x1 conv shortcut -> BN, add. ``[B,H,W,C] -> [B,H,W,features]``."""
   features: int
   dropout_rate: float = 0.0
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     h = x
     for j in range(2):
-      h = SeparableConv(self.features, 3, name=f"conv{j}")(h)
+      h = SeparableConv(self.features, 3, self.conv_backend, name=f"conv{j}")(h)
       h = nn.relu(batch_norm(train, f"bn{j}")(h))
     if self.dropout_rate > 0:
       h = nn.Dropout(self.dropout_rate, deterministic=not train, name="dropout")(h)
-    shortcut = batch_norm(train, "shortcut_bn")(nn.Conv(self.features, (1, 1), name="shortcut")(x))
+    shortcut = batch_norm(train, "shortcut_bn")(
+        Conv(self.features, 1, backend=self.conv_backend, name="shortcut")(x))
     return shortcut + h
 
 
@@ -237,22 +244,24 @@ class CrossSpatialAttention(nn.Module):
   block's output). Returns ``(out [B,H,W,features], attention [B,H,W,1] in (0,1))``.
   """
   features: int
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, y: jnp.ndarray, z: jnp.ndarray, *, train: bool):
     f = self.features
+    conv = functools.partial(Conv, backend=self.conv_backend)
 
     def gate(v, name):
-      return nn.relu(batch_norm(train, f"{name}_bn")(nn.Conv(f, (1, 1), name=name)(v)))
+      return nn.relu(batch_norm(train, f"{name}_bn")(conv(f, 1, name=name)(v)))
 
     gx, gy, gz = gate(x, "gate_x"), gate(y, "gate_y"), gate(z, "gate_z")
-    theta_x = nn.Conv(f, (2, 2), strides=(2, 2), padding="SAME", name="theta_x")(gx)
-    theta_y = nn.Conv(f, (2, 2), strides=(2, 2), padding="SAME", name="theta_y")(gy)
-    phi_z = nn.Conv(f, (1, 1), name="phi_z")(gz)
+    theta_x = conv(f, 2, 2, name="theta_x")(gx)
+    theta_y = conv(f, 2, 2, name="theta_y")(gy)
+    phi_z = conv(f, 1, name="phi_z")(gz)
     phi_z = nn.ConvTranspose(f, (3, 3), strides=(1, 1), padding="SAME", name="phi_z_up")(phi_z)
-    psi = nn.Conv(1, (1, 1), name="psi")(nn.relu(theta_x + theta_y + phi_z))
+    psi = conv(1, 1, name="psi")(nn.relu(theta_x + theta_y + phi_z))
     attention = jnp.repeat(jnp.repeat(nn.sigmoid(psi), 2, axis=1), 2, axis=2)
-    out = nn.Conv(gx.shape[-1], (1, 1), name="out")(attention * gx)
+    out = conv(gx.shape[-1], 1, name="out")(attention * gx)
     return nn.relu(batch_norm(train, "out_bn")(out)), attention
 
 
@@ -273,6 +282,8 @@ class RCAIUNet(nn.Module):
     dropout_rate: dropout at the end of every block, before the residual add
       (the code's ``dropout_rate``, 0 by default); uses the "dropout" rng.
     num_classes: output channels (1: tumour logit).
+    conv_backend: convolution kernels (``busjax.ops.conv``: ``"auto"``,
+      ``"xla"``, ``"onednn"``); same function and parameters either way.
 
   Call: ``x`` float32 ``[B, H, W, C]`` in [0, 1] (C = 1), H and W divisible by
   16 (and H = W with crops >= 3, i.e. H >= 48, for ``spectral_mode="code"``);
@@ -288,11 +299,13 @@ class RCAIUNet(nn.Module):
   spectral_mode: str = "spatial"
   dropout_rate: float = 0.0
   num_classes: int = 1
+  conv_backend: str = "auto"
 
   def _block(self, features: int, name: str) -> nn.Module:
     if self.use_inception:
-      return ResidualInception(features, self.dropout_rate, self.spectral_mode, name=name)
-    return ResidualDoubleConv(features, self.dropout_rate, name=name)
+      return ResidualInception(features, self.dropout_rate, self.spectral_mode, self.conv_backend,
+                               name=name)
+    return ResidualDoubleConv(features, self.dropout_rate, self.conv_backend, name=name)
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> tuple[jnp.ndarray, dict[str, Any]]:
@@ -308,7 +321,8 @@ class RCAIUNet(nn.Module):
       h = self._block(widths[level], f"enc{level}")(h, train=train)
       block_outputs.append(h)
       if self.use_hybrid_pool:
-        h = HybridPool(same=False, spectral_mode=self.spectral_mode, name=f"down{level}")(h)
+        h = HybridPool(same=False, spectral_mode=self.spectral_mode,
+                       conv_backend=self.conv_backend, name=f"down{level}")(h)
       else:
         h = max_pool2(h)
     h = self._block(widths[4], "bottleneck")(h, train=train)
@@ -318,7 +332,7 @@ class RCAIUNet(nn.Module):
     decoder_features, attention_maps = [], []
     for level in reversed(range(4)):
       if self.use_attention:
-        skip, amap = CrossSpatialAttention(widths[level], name=f"att{level}")(
+        skip, amap = CrossSpatialAttention(widths[level], self.conv_backend, name=f"att{level}")(
             block_inputs[level], block_outputs[level], block_outputs[level + 1], train=train)
         attention_maps.append(amap)
       else:
@@ -326,7 +340,7 @@ class RCAIUNet(nn.Module):
       up = jnp.repeat(jnp.repeat(h, 2, axis=1), 2, axis=2)
       h = self._block(widths[level], f"dec{level}")(jnp.concatenate([up, skip], -1), train=train)
       decoder_features.append(h)
-    logits = nn.Conv(self.num_classes, (1, 1), name="head")(h)
+    logits = Conv(self.num_classes, 1, backend=self.conv_backend, name="head")(h)
     logits = batch_norm(train, "head_bn")(logits)
     aux: dict[str, Any] = {"bottleneck": bottleneck, "decoder_features": decoder_features}
     if self.use_attention:

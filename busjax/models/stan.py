@@ -62,12 +62,13 @@ reference at one input channel) -- derived by hand in ``tests/models/test_stan.p
 """
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
 import jax.numpy as jnp
 
-from busjax.models.layers import ConvTranspose2x, batch_norm, max_pool2
+from busjax.models.layers import Conv, ConvTranspose2x, batch_norm, max_pool2
 from busjax.registry import register
 
 WIRINGS = ("paper", "keras", "pytorch")
@@ -87,11 +88,12 @@ class ConvAct(nn.Module):
   features: int
   kernel: int
   batch_norm: bool = False
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    x = nn.Conv(self.features, (self.kernel, self.kernel), padding="SAME",
-                use_bias=not self.batch_norm, name="conv")(x)
+    x = Conv(self.features, self.kernel, use_bias=not self.batch_norm, backend=self.conv_backend,
+             name="conv")(x)
     if self.batch_norm:
       x = batch_norm(train, "bn")(x)
     return nn.relu(x)
@@ -107,19 +109,21 @@ class STANEncoderBlock(nn.Module):
   features: int
   wiring: str = "paper"
   batch_norm: bool = False
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, c1: jnp.ndarray, c2: jnp.ndarray, *, train: bool):
     f, bn = self.features, self.batch_norm
-    a = ConvAct(f, 3, bn, name="b1_conv1")(c1, train=train)
-    big_a = ConvAct(f, 3, bn, name="b1_conv2")(a, train=train)
+    conv = functools.partial(ConvAct, conv_backend=self.conv_backend)
+    a = conv(f, 3, bn, name="b1_conv1")(c1, train=train)
+    big_a = conv(f, 3, bn, name="b1_conv2")(a, train=train)
     # Branch 2: a 1x1 path and a 5x5 path; their second conv is 3x3 (paper,
     # pytorch) or repeats the first kernel (keras).
     k1, k5 = (1, 5) if self.wiring == "keras" else (3, 3)
-    p1 = ConvAct(f, 1, bn, name="b2a_conv1")(c2, train=train)
-    p1 = ConvAct(f, k1, bn, name="b2a_conv2")(p1, train=train)
-    p5 = ConvAct(f, 5, bn, name="b2b_conv1")(c2, train=train)
-    p5 = ConvAct(f, k5, bn, name="b2b_conv2")(p5, train=train)
+    p1 = conv(f, 1, bn, name="b2a_conv1")(c2, train=train)
+    p1 = conv(f, k1, bn, name="b2a_conv2")(p1, train=train)
+    p5 = conv(f, 5, bn, name="b2b_conv1")(c2, train=train)
+    p5 = conv(f, k5, bn, name="b2b_conv2")(p5, train=train)
     return a, big_a, jnp.concatenate([p1, p5], -1)
 
 
@@ -128,10 +132,12 @@ class STANCentre(nn.Module):
   features: int
   wiring: str = "paper"
   batch_norm: bool = False
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, c1: jnp.ndarray, c2: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     f, bn = self.features, self.batch_norm
+    conv = functools.partial(ConvAct, conv_backend=self.conv_backend)
     if self.wiring == "paper":
       # conv5(conv5(C_{4,1})) (+) conv1(conv1(C_{4,2})) (+) conv3(conv3(C_{4,2}))
       spec = (("b1", c1, 5, 5), ("b2a", c2, 1, 1), ("b2b", c2, 3, 3))
@@ -140,8 +146,8 @@ class STANCentre(nn.Module):
       spec = (("b1", c1, 3, 3), ("b2a", c2, 1, 3), ("b2b", c2, 5, 3))
     outs = []
     for name, inp, k_first, k_second in spec:
-      h = ConvAct(f, k_first, bn, name=f"{name}_conv1")(inp, train=train)
-      outs.append(ConvAct(f, k_second, bn, name=f"{name}_conv2")(h, train=train))
+      h = conv(f, k_first, bn, name=f"{name}_conv1")(inp, train=train)
+      outs.append(conv(f, k_second, bn, name=f"{name}_conv2")(h, train=train))
     return jnp.concatenate(outs, -1)
 
 
@@ -157,6 +163,8 @@ class STAN(nn.Module):
     batch_norm: conv -> BN -> ReLU instead of conv(+bias) -> ReLU (off in the
       paper and in both re-implementations).
     num_classes: output channels (1: tumour logit).
+    conv_backend: convolution kernels (``busjax.ops.conv``: ``"auto"``,
+      ``"xla"``, ``"onednn"``); same function and parameters either way.
 
   Call: ``x`` float32 ``[B, H, W, C]`` in [0, 1] (C = 1 for BUS), H and W
   divisible by 16; returns ``(logits [B, H, W, num_classes], aux)`` with aux
@@ -167,6 +175,7 @@ class STAN(nn.Module):
   wiring: str = "paper"
   batch_norm: bool = False
   num_classes: int = 1
+  conv_backend: str = "auto"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False) -> tuple[jnp.ndarray, dict[str, Any]]:
@@ -174,17 +183,20 @@ class STAN(nn.Module):
       raise ValueError(f"unknown STAN wiring {self.wiring!r}; expected one of {WIRINGS}")
     if x.shape[1] % 16 or x.shape[2] % 16:
       raise ValueError(f"STAN needs H and W divisible by 16, got {x.shape[1:3]}")
-    bn = self.batch_norm
+    bn, be = self.batch_norm, self.conv_backend
+    conv = functools.partial(ConvAct, conv_backend=be)
+    up = functools.partial(ConvTranspose2x, backend=be)
     f = [self.width * 2**k for k in range(5)]  # f[l]: width at level l (resolution / 2**l)
     firsts, big_as, big_bs = [], [], []
     c1 = c2 = x  # C_{0,1} = C_{0,2} = the image
     for level in range(4):
-      a, big_a, big_b = STANEncoderBlock(f[level], self.wiring, bn, name=f"enc{level}")(c1, c2, train=train)
+      a, big_a, big_b = STANEncoderBlock(f[level], self.wiring, bn, be, name=f"enc{level}")(
+          c1, c2, train=train)
       firsts.append(a)
       big_as.append(big_a)
       big_bs.append(big_b)
       c1, c2 = max_pool2(big_a), max_pool2(big_b)  # C_{k,1}, C_{k,2}
-    centre = STANCentre(f[4], self.wiring, bn, name="centre")(c1, c2, train=train)
+    centre = STANCentre(f[4], self.wiring, bn, be, name="centre")(c1, c2, train=train)
 
     u = centre  # U_5 = C_5
     decoder_features = []
@@ -192,29 +204,29 @@ class STAN(nn.Module):
       if self.wiring == "paper":
         # DeConv(U_i (+) C_{i-1,1}); C_{i-1,1} = p(A_{i-1}) is at U_i's resolution.
         h = jnp.concatenate([u, max_pool2(big_as[level])], -1)
-        h = ConvTranspose2x(f[level], 3, name=f"up{level}")(h)
-        h = ConvAct(f[level], 3, bn, name=f"dec{level}_conv1")(h, train=train)
+        h = up(f[level], 3, name=f"up{level}")(h)
+        h = conv(f[level], 3, bn, name=f"dec{level}_conv1")(h, train=train)
         # conv5(C_{i,1}) on the unpooled branch-1 output one level down, up-sampled x2.
         deeper = centre if level == 3 else big_as[level + 1]
-        s = ConvAct(f[level], 5, bn, name=f"dec{level}_skip5")(deeper, train=train)
+        s = conv(f[level], 5, bn, name=f"dec{level}_skip5")(deeper, train=train)
         h = jnp.concatenate([h, upsample_nearest2(s), big_bs[level]], -1)
-        u = ConvAct(f[level], 3, bn, name=f"dec{level}_conv2")(h, train=train)
+        u = conv(f[level], 3, bn, name=f"dec{level}_conv2")(h, train=train)
       elif self.wiring == "keras":
-        h = ConvTranspose2x(f[level], 3, name=f"up{level}")(u)
+        h = up(f[level], 3, name=f"up{level}")(u)
         h = nn.relu(h)
-        h = ConvAct(f[level], 3, bn, name=f"dec{level}_conv1")(
+        h = conv(f[level], 3, bn, name=f"dec{level}_conv1")(
             jnp.concatenate([h, big_as[level]], -1), train=train)
-        u = ConvAct(f[level], 3, bn, name=f"dec{level}_conv2")(
+        u = conv(f[level], 3, bn, name=f"dec{level}_conv2")(
             jnp.concatenate([h, firsts[level], big_bs[level]], -1), train=train)
       else:  # pytorch
         up_w = 2 * f[3] if level == 3 else f[level]
         conv1_w = {3: 3 * f[3], 2: 2 * f[2]}.get(level, f[level])
-        h = ConvTranspose2x(up_w, 3, name=f"up{level}")(u)
-        h = ConvAct(conv1_w, 3, bn, name=f"dec{level}_conv1")(
+        h = up(up_w, 3, name=f"up{level}")(u)
+        h = conv(conv1_w, 3, bn, name=f"dec{level}_conv1")(
             jnp.concatenate([h, big_as[level]], -1), train=train)
-        u = ConvAct(f[level], 3, bn, name=f"dec{level}_conv2")(
+        u = conv(f[level], 3, bn, name=f"dec{level}_conv2")(
             jnp.concatenate([h, big_as[level], big_bs[level]], -1), train=train)
       decoder_features.append(u)
     head_k = 3 if self.wiring == "keras" else 1
-    logits = nn.Conv(self.num_classes, (head_k, head_k), padding="SAME", name="head")(u)
+    logits = Conv(self.num_classes, head_k, backend=be, name="head")(u)
     return logits, {"bottleneck": centre, "decoder_features": decoder_features}

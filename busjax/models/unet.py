@@ -18,7 +18,7 @@ from __future__ import annotations
 import flax.linen as nn
 import jax.numpy as jnp
 
-from busjax.models.layers import DoubleConv, UpConv2x2, max_pool2
+from busjax.models.layers import Conv, DoubleConv, UpConv2x2, max_pool2
 from busjax.registry import register
 
 
@@ -30,7 +30,7 @@ class UNet(nn.Module):
     width: channels of the first stage (64 in the paper).
     depth: number of 2x2 down-samplings (4 in the paper).
     num_classes: output channels (1: tumour logit).
-    conv_backend: kernels of the 3x3 convolutions (``busjax.ops.conv``):
+    conv_backend: convolution kernels (``busjax.ops.conv``):
       ``"auto"`` runs oneDNN's on a single CPU device when installed, XLA's
       elsewhere; ``"xla"``/``"onednn"`` force one. Same function and
       parameters either way.
@@ -55,9 +55,9 @@ class UNet(nn.Module):
     x = DoubleConv(widths[-1], self.conv_backend, name="bottleneck")(x, train=train)
     decoder_features = []
     for i in reversed(range(self.depth)):
-      up = UpConv2x2(widths[i], name=f"up{i}")(x)
+      up = UpConv2x2(widths[i], backend=self.conv_backend, name=f"up{i}")(x)
       x = DoubleConv(widths[i], self.conv_backend, name=f"dec{i}")(
           jnp.concatenate([skips[i], up], -1), train=train)
       decoder_features.append(x)
-    logits = nn.Conv(self.num_classes, (1, 1), name="head")(x)
+    logits = Conv(self.num_classes, 1, backend=self.conv_backend, name="head")(x)
     return logits, {"decoder_features": decoder_features}

@@ -99,7 +99,7 @@ def _load() -> ctypes.CDLL:
   for target, symbol in TARGETS.items():
     jax.ffi.register_ffi_target(target, jax.ffi.pycapsule(getattr(lib, symbol)), platform="cpu")
   lib.BusjaxConvImpl.restype = ctypes.c_char_p
-  lib.BusjaxConvImpl.argtypes = [ctypes.c_int] + [ctypes.c_long] * 7
+  lib.BusjaxConvImpl.argtypes = [ctypes.c_int] + [ctypes.c_long] * 14
   return lib
 
 
@@ -115,32 +115,74 @@ def available() -> tuple[bool, str]:
     return False, str(e)
 
 
-def implementation(pass_: str, shape: tuple[int, int, int, int, int], kernel: int = 3,
-                   dilation: int = 1) -> str:
+Padding = tuple[tuple[int, int], tuple[int, int]]
+
+
+def out_size(size: int, kernel: int, stride: int, dilation: int, pad: tuple[int, int]) -> int:
+  """Output length of one spatial axis (lax's and oneDNN's formula)."""
+  return (size + pad[0] + pad[1] - (kernel - 1) * dilation - 1) // stride + 1
+
+
+def implementation(pass_: str, x_shape: tuple[int, int, int, int], features: int,
+                   kernel: int = 3, *, stride: int = 1, dilation: int = 1,
+                   padding: Padding | None = None) -> str:
   """oneDNN's kernel for one pass (``fwd``, ``bwd_data``, ``bwd_weights``) of
-  the ``(B, H, W, C, O)`` convolution, e.g. ``"brg:avx512_core"``."""
-  return _load().BusjaxConvImpl(PASSES.index(pass_), *shape, kernel, dilation).decode()
+  the convolution of an ``x_shape`` (``[B,H,W,C]``) input to ``features``
+  channels, e.g. ``"brg:avx512_core"``. ``padding`` defaults to stride-1 "SAME"."""
+  b, h, w, c = x_shape
+  (pt, pb), (pl, pr) = padding or (same_padding(kernel, dilation),) * 2
+  ho, wo = (out_size(n, kernel, stride, dilation, p) for n, p in ((h, (pt, pb)), (w, (pl, pr))))
+  return _load().BusjaxConvImpl(PASSES.index(pass_), b, h, w, c, ho, wo, features, kernel, stride,
+                                dilation, pt, pb, pl, pr).decode()
 
 
-def _call(target: str, shape, *args, dilation: int):
+def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
+  """(before, after) padding of a stride-1 "SAME" convolution, split as lax splits it."""
+  total = (kernel - 1) * dilation
+  return total // 2, total - total // 2
+
+
+def _call(target: str, shape, *args, stride: int, dilation: int, padding: Padding):
   _load()
+  (pt, pb), (pl, pr) = padding
   out = jax.ShapeDtypeStruct(shape, jnp.float32)
+  i64 = np.int64
   return jax.ffi.ffi_call(target, out, vmap_method="sequential")(
-      *(a.astype(jnp.float32) for a in args), dilation=np.int64(dilation))
+      *(a.astype(jnp.float32) for a in args), stride=i64(stride), dilation=i64(dilation),
+      pad_top=i64(pt), pad_bottom=i64(pb), pad_left=i64(pl), pad_right=i64(pr))
 
 
-def conv_fwd(x: jnp.ndarray, w: jnp.ndarray, dilation: int = 1) -> jnp.ndarray:
-  """``y [B,H,W,O]`` of the stride-1 "SAME" correlation of x ``[B,H,W,C]`` with w ``[K,K,C,O]``."""
-  return _call("busjax_conv_fwd", (*x.shape[:3], w.shape[3]), x, w, dilation=dilation)
+def conv_fwd(x: jnp.ndarray, w: jnp.ndarray, *, stride: int = 1, dilation: int = 1,
+             padding: Padding | None = None) -> jnp.ndarray:
+  """``y [B,Ho,Wo,O]``: the correlation of x ``[B,H,W,C]`` with w ``[K,K,C,O]``.
+
+  ``padding`` is ``((top, bottom), (left, right))``, default stride-1 "SAME";
+  ``Ho = (H + top + bottom - (K-1)*dilation - 1) // stride + 1``, likewise Wo.
+  """
+  k = w.shape[0]
+  padding = padding or (same_padding(k, dilation),) * 2
+  ho, wo = (out_size(n, k, stride, dilation, p) for n, p in zip(x.shape[1:3], padding))
+  return _call("busjax_conv_fwd", (x.shape[0], ho, wo, w.shape[3]), x, w, stride=stride,
+               dilation=dilation, padding=padding)
 
 
-def conv_bwd_data(g: jnp.ndarray, w: jnp.ndarray, dilation: int = 1) -> jnp.ndarray:
-  """Input gradient ``[B,H,W,C]`` from the output gradient g ``[B,H,W,O]`` and w ``[K,K,C,O]``."""
-  return _call("busjax_conv_bwd_data", (*g.shape[:3], w.shape[2]), g, w, dilation=dilation)
+def conv_bwd_data(g: jnp.ndarray, w: jnp.ndarray, input_hw: tuple[int, int] | None = None, *,
+                  stride: int = 1, dilation: int = 1,
+                  padding: Padding | None = None) -> jnp.ndarray:
+  """Input gradient ``[B,H,W,C]`` of :func:`conv_fwd` from the output gradient
+  g ``[B,Ho,Wo,O]`` and w ``[K,K,C,O]``; ``input_hw`` = (H, W), default (Ho, Wo)
+  (stride 1). Also the transposed convolution of stride ``stride``."""
+  k = w.shape[0]
+  padding = padding or (same_padding(k, dilation),) * 2
+  h, wd = input_hw or g.shape[1:3]
+  return _call("busjax_conv_bwd_data", (g.shape[0], h, wd, w.shape[2]), g, w, stride=stride,
+               dilation=dilation, padding=padding)
 
 
-def conv_bwd_weights(x: jnp.ndarray, g: jnp.ndarray, kernel: int = 3,
-                     dilation: int = 1) -> jnp.ndarray:
-  """Weight gradient ``[K,K,C,O]`` from the input x ``[B,H,W,C]`` and output gradient g ``[B,H,W,O]``."""
+def conv_bwd_weights(x: jnp.ndarray, g: jnp.ndarray, kernel: int = 3, *, stride: int = 1,
+                     dilation: int = 1, padding: Padding | None = None) -> jnp.ndarray:
+  """Weight gradient ``[K,K,C,O]`` of :func:`conv_fwd` from its input x
+  ``[B,H,W,C]`` and output gradient g ``[B,Ho,Wo,O]``."""
+  padding = padding or (same_padding(kernel, dilation),) * 2
   return _call("busjax_conv_bwd_weights", (kernel, kernel, x.shape[3], g.shape[3]), x, g,
-               dilation=dilation)
+               stride=stride, dilation=dilation, padding=padding)

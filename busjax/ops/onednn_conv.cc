@@ -4,13 +4,16 @@
 // onednn-devel-cpu-gomp and jaxlib's FFI headers, linked to libdnnl from
 // onednn-cpu-gomp.
 //
-// Every call is the stride-1 "SAME" correlation of lax.conv_general_dilated
-// with dimension numbers (NHWC, HWIO, NHWC), kernel K x K, dilation D
-// (padding (K-1)*D split as lax does: half, rounded down, before):
-//   BusjaxConvFwd        (x f32[B,H,W,C], w f32[K,K,C,O]) -> y  f32[B,H,W,O]
-//   BusjaxConvBwdData    (g f32[B,H,W,O], w f32[K,K,C,O]) -> dx f32[B,H,W,C]
-//   BusjaxConvBwdWeights (x f32[B,H,W,C], g f32[B,H,W,O]) -> dw f32[K,K,C,O]
-// each with the integer attribute "dilation".
+// Every call is the correlation of lax.conv_general_dilated with dimension
+// numbers (NHWC, HWIO, NHWC): kernel K x K, the same stride S and dilation D
+// on both spatial axes, padding (top, bottom) of H and (left, right) of W:
+//   BusjaxConvFwd        (x f32[B,H,W,C],   w f32[K,K,C,O]) -> y  f32[B,Ho,Wo,O]
+//   BusjaxConvBwdData    (g f32[B,Ho,Wo,O], w f32[K,K,C,O]) -> dx f32[B,H,W,C]
+//   BusjaxConvBwdWeights (x f32[B,H,W,C],   g f32[B,Ho,Wo,O]) -> dw f32[K,K,C,O]
+// with Ho = (H + top + bottom - (K-1)*D - 1) / S + 1 (floor), likewise Wo, and
+// the integer attributes "stride", "dilation", "pad_top", "pad_bottom",
+// "pad_left", "pad_right". The transposed convolution of stride S is
+// BusjaxConvBwdData of the strided one.
 //
 // Activations stay NHWC (no copies); weights are reordered between HWIO and
 // the blocked layout oneDNN picks for its JIT kernels on every call (small).
@@ -54,21 +57,36 @@ dnnl::stream& Stream() {
   return s;
 }
 
-using Key = std::tuple<int, long, long, long, long, long, long, long>;
+// One convolution: batch, input and output sizes and channels, kernel, stride,
+// dilation, padding.
+struct Geometry {
+  long b, h, w, c, ho, wo, o, k, s, d, pt, pb, pl, pr;
+  auto Tie() const { return std::make_tuple(b, h, w, c, ho, wo, o, k, s, d, pt, pb, pl, pr); }
+};
 
-Primitive* Get(Kind kind, long b, long h, long w, long c, long o, long k, long d) {
+long OutSize(long in, long lo, long hi, const Geometry& g) {
+  return (in + lo + hi - (g.k - 1) * g.d - 1) / g.s + 1;
+}
+
+using Key = decltype(std::tuple_cat(std::make_tuple(0), Geometry{}.Tie()));
+
+Primitive* Get(Kind kind, const Geometry& g) {
   static std::mutex mu;
   static std::map<Key, std::unique_ptr<Primitive>> cache;
   std::lock_guard<std::mutex> lock(mu);
-  Key key{kind, b, h, w, c, o, k, d};
+  Key key = std::tuple_cat(std::make_tuple(static_cast<int>(kind)), g.Tie());
   auto it = cache.find(key);
   if (it != cache.end()) return it->second.get();
 
-  const long total = (k - 1) * d, lo = total / 2, hi = total - lo;
-  const memory::dims strides{1, 1}, dil{d - 1, d - 1}, pad_l{lo, lo}, pad_r{hi, hi};
+  const long b = g.b, c = g.c, o = g.o, k = g.k;
+  // oneDNN wants the bottom/right padding that the output size uses exactly
+  // (no rows past the last window): derive it from Ho, Wo.
+  const long ke = (k - 1) * g.d + 1;
+  const memory::dims strides{g.s, g.s}, dil{g.d - 1, g.d - 1}, pad_l{g.pt, g.pl},
+      pad_r{(g.ho - 1) * g.s + ke - g.h - g.pt, (g.wo - 1) * g.s + ke - g.w - g.pl};
   const auto f32 = memory::data_type::f32;
-  memory::desc src({b, c, h, w}, f32, memory::format_tag::nhwc);
-  memory::desc dst({b, o, h, w}, f32, memory::format_tag::nhwc);
+  memory::desc src({b, c, g.h, g.w}, f32, memory::format_tag::nhwc);
+  memory::desc dst({b, o, g.ho, g.wo}, f32, memory::format_tag::nhwc);
   memory::desc wei({o, c, k, k}, f32, memory::format_tag::hwio);
   memory::desc wany({o, c, k, k}, f32, memory::format_tag::any);
   dnnl::primitive_attr attr;
@@ -117,20 +135,27 @@ Primitive* Get(Kind kind, long b, long h, long w, long c, long o, long k, long d
   return raw;
 }
 
-ffi::Error Run(Kind kind, const float* act, const float* other, float* out, long b, long h, long w,
-               long c, long o, long k, long d) {
-  if (d < 1) return ffi::Error(ffi::ErrorCode::kInvalidArgument, "dilation must be >= 1");
-  if (b == 0 || h == 0 || w == 0 || c == 0 || o == 0) return ffi::Error::Success();
+ffi::Error Bad(const std::string& what) {
+  return ffi::Error(ffi::ErrorCode::kInvalidArgument, what);
+}
+
+ffi::Error Run(Kind kind, const float* act, const float* other, float* out, const Geometry& g) {
+  if (g.s < 1 || g.d < 1 || g.pt < 0 || g.pb < 0 || g.pl < 0 || g.pr < 0)
+    return Bad("oneDNN convolution: stride and dilation must be >= 1, padding >= 0");
+  if (g.ho != OutSize(g.h, g.pt, g.pb, g) || g.wo != OutSize(g.w, g.pl, g.pr, g))
+    return Bad("oneDNN convolution: output size does not follow from input size, kernel, "
+               "stride, dilation and padding");
+  if (g.b == 0 || g.h == 0 || g.w == 0 || g.c == 0 || g.o == 0) return ffi::Error::Success();
   try {
-    Primitive* p = Get(kind, b, h, w, c, o, k, d);
+    Primitive* p = Get(kind, g);
     std::lock_guard<std::mutex> lock(p->mu);
     auto& s = Stream();
     auto& e = Engine();
     if (kind == kBwdWeights) {
-      memory x(p->src, e, const_cast<float*>(act)), g(p->dst, e, const_cast<float*>(other));
+      memory x(p->src, e, const_cast<float*>(act)), gd(p->dst, e, const_cast<float*>(other));
       memory dw(p->wei, e, out);
       p->prim.execute(s, {{DNNL_ARG_SRC, x},
-                          {DNNL_ARG_DIFF_DST, g},
+                          {DNNL_ARG_DIFF_DST, gd},
                           {DNNL_ARG_DIFF_WEIGHTS, p->reorder_weights ? p->blocked : dw},
                           {DNNL_ARG_SCRATCHPAD, p->scratch}});
       if (p->reorder_weights) p->reorder.execute(s, p->blocked, dw);
@@ -145,8 +170,8 @@ ffi::Error Run(Kind kind, const float* act, const float* other, float* out, long
                             {DNNL_ARG_DST, y},
                             {DNNL_ARG_SCRATCHPAD, p->scratch}});
       } else {
-        memory g(p->dst, e, const_cast<float*>(act)), dx(p->src, e, out);
-        p->prim.execute(s, {{DNNL_ARG_DIFF_DST, g},
+        memory gd(p->dst, e, const_cast<float*>(act)), dx(p->src, e, out);
+        p->prim.execute(s, {{DNNL_ARG_DIFF_DST, gd},
                             {DNNL_ARG_WEIGHTS, wk},
                             {DNNL_ARG_DIFF_SRC, dx},
                             {DNNL_ARG_SCRATCHPAD, p->scratch}});
@@ -159,69 +184,82 @@ ffi::Error Run(Kind kind, const float* act, const float* other, float* out, long
   return ffi::Error::Success();
 }
 
-ffi::Error Bad(const char* what) { return ffi::Error(ffi::ErrorCode::kInvalidArgument, what); }
+template <typename D>
+bool Rank4(const D& d) {
+  return d.size() == 4;
+}
+
+// x [B,H,W,C], y [B,Ho,Wo,O], w [K,K,C,O] -> Geometry (false if they do not fit together).
+struct Attrs {
+  int64_t s, d, pt, pb, pl, pr;
+};
+
+template <typename DX, typename DY, typename DW>
+bool Shapes(const DX& x, const DY& y, const DW& w, const Attrs& a, Geometry* g) {
+  if (!Rank4(x) || !Rank4(y) || !Rank4(w) || x[0] != y[0] || w[0] != w[1] || w[2] != x[3] ||
+      w[3] != y[3])
+    return false;
+  *g = Geometry{x[0], x[1], x[2], x[3], y[1], y[2], y[3], w[0], a.s, a.d, a.pt, a.pb, a.pl, a.pr};
+  return true;
+}
+
+#define BUSJAX_ATTR_ARGS                                                                 \
+  int64_t stride, int64_t dilation, int64_t pad_top, int64_t pad_bottom, int64_t pad_left, \
+      int64_t pad_right
+#define BUSJAX_ATTRS Attrs{stride, dilation, pad_top, pad_bottom, pad_left, pad_right}
 
 ffi::Error ConvFwd(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                   int64_t dilation) {
-  auto xd = x.dimensions(), wd = w.dimensions(), yd = y->dimensions();
-  if (xd.size() != 4 || wd.size() != 4 || yd.size() != 4 || wd[0] != wd[1] || wd[2] != xd[3] ||
-      yd[0] != xd[0] || yd[1] != xd[1] || yd[2] != xd[2] || yd[3] != wd[3])
-    return Bad("BusjaxConvFwd: expected x [B,H,W,C], w [K,K,C,O], y [B,H,W,O]");
-  return Run(kFwd, x.typed_data(), w.typed_data(), y->typed_data(), xd[0], xd[1], xd[2], xd[3],
-             wd[3], wd[0], dilation);
+                   BUSJAX_ATTR_ARGS) {
+  Geometry g;
+  if (!Shapes(x.dimensions(), y->dimensions(), w.dimensions(), BUSJAX_ATTRS, &g))
+    return Bad("BusjaxConvFwd: expected x [B,H,W,C], w [K,K,C,O], y [B,Ho,Wo,O]");
+  return Run(kFwd, x.typed_data(), w.typed_data(), y->typed_data(), g);
 }
 
-ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> g, ffi::Buffer<ffi::F32> w,
-                       ffi::ResultBuffer<ffi::F32> dx, int64_t dilation) {
-  auto gd = g.dimensions(), wd = w.dimensions(), xd = dx->dimensions();
-  if (gd.size() != 4 || wd.size() != 4 || xd.size() != 4 || wd[0] != wd[1] || wd[3] != gd[3] ||
-      xd[0] != gd[0] || xd[1] != gd[1] || xd[2] != gd[2] || xd[3] != wd[2])
-    return Bad("BusjaxConvBwdData: expected g [B,H,W,O], w [K,K,C,O], dx [B,H,W,C]");
-  return Run(kBwdData, g.typed_data(), w.typed_data(), dx->typed_data(), xd[0], xd[1], xd[2],
-             xd[3], wd[3], wd[0], dilation);
+ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> w,
+                       ffi::ResultBuffer<ffi::F32> dx, BUSJAX_ATTR_ARGS) {
+  Geometry g;
+  if (!Shapes(dx->dimensions(), gy.dimensions(), w.dimensions(), BUSJAX_ATTRS, &g))
+    return Bad("BusjaxConvBwdData: expected g [B,Ho,Wo,O], w [K,K,C,O], dx [B,H,W,C]");
+  return Run(kBwdData, gy.typed_data(), w.typed_data(), dx->typed_data(), g);
 }
 
-ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> g,
-                          ffi::ResultBuffer<ffi::F32> dw, int64_t dilation) {
-  auto xd = x.dimensions(), gd = g.dimensions(), wd = dw->dimensions();
-  if (xd.size() != 4 || gd.size() != 4 || wd.size() != 4 || xd[0] != gd[0] || xd[1] != gd[1] ||
-      xd[2] != gd[2] || wd[0] != wd[1] || wd[2] != xd[3] || wd[3] != gd[3])
-    return Bad("BusjaxConvBwdWeights: expected x [B,H,W,C], g [B,H,W,O], dw [K,K,C,O]");
-  return Run(kBwdWeights, x.typed_data(), g.typed_data(), dw->typed_data(), xd[0], xd[1], xd[2],
-             xd[3], gd[3], wd[0], dilation);
+ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy,
+                          ffi::ResultBuffer<ffi::F32> dw, BUSJAX_ATTR_ARGS) {
+  Geometry g;
+  if (!Shapes(x.dimensions(), gy.dimensions(), dw->dimensions(), BUSJAX_ATTRS, &g))
+    return Bad("BusjaxConvBwdWeights: expected x [B,H,W,C], g [B,Ho,Wo,O], dw [K,K,C,O]");
+  return Run(kBwdWeights, x.typed_data(), gy.typed_data(), dw->typed_data(), g);
 }
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvFwd, ConvFwd,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("dilation"));
+#define BUSJAX_CONV_BINDING                  \
+  ffi::Ffi::Bind()                           \
+      .Arg<ffi::Buffer<ffi::F32>>()          \
+      .Arg<ffi::Buffer<ffi::F32>>()          \
+      .Ret<ffi::Buffer<ffi::F32>>()          \
+      .Attr<int64_t>("stride")               \
+      .Attr<int64_t>("dilation")             \
+      .Attr<int64_t>("pad_top")              \
+      .Attr<int64_t>("pad_bottom")           \
+      .Attr<int64_t>("pad_left")             \
+      .Attr<int64_t>("pad_right")
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvBwdData, ConvBwdData,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("dilation"));
-
-XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvBwdWeights, ConvBwdWeights,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Arg<ffi::Buffer<ffi::F32>>()
-                                  .Ret<ffi::Buffer<ffi::F32>>()
-                                  .Attr<int64_t>("dilation"));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvFwd, ConvFwd, BUSJAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvBwdData, ConvBwdData, BUSJAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvBwdWeights, ConvBwdWeights, BUSJAX_CONV_BINDING);
 
 // The implementation oneDNN chose for a pass (0 fwd, 1 bwd-data, 2
-// bwd-weights) and shape, e.g. "brg:avx512_core" or "jit:avx512_core"; ""
-// with the error in `error` when oneDNN has none.
-extern "C" const char* BusjaxConvImpl(int kind, long b, long h, long w, long c, long o, long k,
-                                      long d) {
+// bwd-weights) and geometry, e.g. "brg:avx512_core" or "jit:avx512_core";
+// "error: ..." when oneDNN has none.
+extern "C" const char* BusjaxConvImpl(int kind, long b, long h, long w, long c, long ho, long wo,
+                                      long o, long k, long s, long d, long pt, long pb, long pl,
+                                      long pr) {
   static thread_local std::string err;
   try {
-    return Get(static_cast<Kind>(kind), b, h, w, c, o, k, d)->impl.c_str();
+    return Get(static_cast<Kind>(kind), Geometry{b, h, w, c, ho, wo, o, k, s, d, pt, pb, pl, pr})
+        ->impl.c_str();
   } catch (const std::exception& ex) {
     err = std::string("error: ") + ex.what();
     return err.c_str();

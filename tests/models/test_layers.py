@@ -75,3 +75,35 @@ def test_conv_transpose_2x_equals_flax(k, use_bias):
   g = jax.grad(f(mod), argnums=(0, 1))(v, x)
   g_ref = jax.grad(f(ref_mod), argnums=(0, 1))(v, x)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4), g, g_ref)
+
+
+def test_batch_norm_relu_equals_flax_batch_norm_then_relu():
+  x = jax.random.normal(jax.random.key(7), (3, 6, 5, 4)) * 2 + 0.5
+
+  class Ref(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      return nn.relu(layers.batch_norm(train, "bn")(x))
+
+  class Fused(nn.Module):
+    @nn.compact
+    def __call__(self, x, train):
+      return layers.BatchNormReLU(name="bn")(x, train=train)
+
+  v = Ref().init(jax.random.key(1), x, True)
+  # Same variables (names, shapes, initial values): checkpoints load either way.
+  jax.tree.map(np.testing.assert_array_equal, Fused().init(jax.random.key(1), x, True), v)
+  v = jax.tree.map(lambda a: a + 0.3 * jnp.arange(a.size).reshape(a.shape) / a.size, v)
+  for train in (True, False):
+    (y, st), (y_ref, st_ref) = (m.apply(v, x, train, mutable=["batch_stats"])
+                                for m in (Fused(), Ref()))
+    np.testing.assert_allclose(y, y_ref, rtol=1e-5, atol=1e-5)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6), st, st_ref)
+
+  def loss(m):
+    return lambda p, x: jnp.sum(jnp.sin(m.apply({"params": p, "batch_stats": v["batch_stats"]}, x,
+                                                True, mutable=["batch_stats"])[0]))
+
+  g = jax.grad(loss(Fused()), argnums=(0, 1))(v["params"], x)
+  g_ref = jax.grad(loss(Ref()), argnums=(0, 1))(v["params"], x)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5), g, g_ref)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from busjax import registry
 
@@ -33,3 +34,24 @@ def test_unet_paper_parameter_count():
   model = registry.build_model(cfg)
   shapes = jax.eval_shape(lambda: model.init(jax.random.key(0), jnp.zeros((1, 256, 256, 1))))
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == 31_036_481
+
+
+def test_unet_train_step_same_on_xla_and_onednn_kernels():
+  from busjax.ops import onednn
+  from busjax.trainers import supervised
+  ok, why = onednn.available()
+  if not ok:
+    pytest.skip(why)
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.random((2, 64, 64, 1)), jnp.float32)
+  y = jnp.asarray(rng.random((2, 64, 64, 1)) > 0.7, jnp.float32)
+  out = {}
+  for backend in ("xla", "onednn"):
+    cfg = registry.get_config("unet", "tiny")
+    cfg.model.conv_backend = backend
+    state = supervised.create_train_state(cfg, registry.build_model(cfg),
+                                          jax.random.key(0, impl=cfg.prng_impl))
+    state, metrics = supervised.make_train_step(cfg, registry.build_model(cfg))(state, x, y)
+    out[backend] = (state.params, state.batch_stats, metrics["loss"])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+               out["onednn"], out["xla"])
