@@ -21,7 +21,8 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   loss: ``name`` (see ``busjax.losses.LOSSES``) plus its keyword arguments.
   optimizer: ``name`` (adam), ``learning_rate``, ``b1``, ``b2``,
     ``plateau_factor``/``plateau_patience`` (0 patience = constant LR).
-  augment: random flips and shifts (fraction of the image size).
+  augment: random flips and shifts (fraction of the image size), and
+    contrast/brightness/gamma jitter of the image.
   """
   if variant not in VARIANTS:
     raise ValueError(f"unknown config variant {variant!r}; expected one of {VARIANTS}")
@@ -46,7 +47,9 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   # exactly) but differ between CPU and GPU. "threefry2x32" is portable.
   c.prng_impl = "rbg"
   c.include_normal = True  # keep lesion-free images (empty masks) in training
-  c.augment = ml_collections.ConfigDict(dict(hflip=True, vflip=False, shift=0.1))
+  # Intensity jitter (busjax.data.pipeline.augment): 0 = off.
+  c.augment = ml_collections.ConfigDict(dict(hflip=True, vflip=False, shift=0.1, contrast=0.0,
+                                             brightness=0.0, gamma=0.0))
   # Optimisation.
   c.batch_size = 8
   # default: 15 epochs with a cosine-decayed LR, a few minutes per model on 2

@@ -161,14 +161,20 @@ def steps_per_epoch(n: int, batch_size: int) -> int:
 
 def augment(rng: jax.Array, images: jnp.ndarray, masks: jnp.ndarray, cfg_augment
             ) -> tuple[jnp.ndarray, jnp.ndarray]:
-  """Random flips and integer shifts (zero fill), identical for image and mask.
+  """Random flips and integer shifts (zero fill), identical for image and mask,
+  then optional intensity jitter of the image alone.
 
   Runs on device inside the jitted step. ``shift`` is the largest shift as a
-  fraction of the size (STAN: width/height shift augmentation).
+  fraction of the size (STAN: width/height shift augmentation). Optional
+  fields (absent = 0 = off), per image, on the [0, 255] intensity scale:
+  ``contrast`` s scales the deviation from the image mean by U(1-s, 1+s)
+  (gain/TGC differences between scans), ``brightness`` s scales the image by
+  U(1-s, 1+s), and ``gamma`` g raises x/255 to exp(U(-g, g)) (nnU-Net's
+  gamma augmentation); the result is clipped to [0, 255].
   images, masks: ``[B,S,S,C]`` any dtype -> same shapes and dtypes.
   """
   b, h, w, _ = images.shape
-  k_h, k_v, k_s = jax.random.split(rng, 3)
+  k_h, k_v, k_s, k_i = jax.random.split(rng, 4)
   both = jnp.concatenate([images.astype(jnp.float32), masks.astype(jnp.float32)], -1)
   if cfg_augment.hflip:
     flip = jax.random.bernoulli(k_h, 0.5, (b, 1, 1, 1))
@@ -184,7 +190,31 @@ def augment(rng: jax.Array, images: jnp.ndarray, masks: jnp.ndarray, cfg_augment
       both = jax.vmap(lambda x, s: jax.lax.dynamic_slice(
           x, (mh - s[0], mw - s[1], 0), (h, w, x.shape[-1])))(padded, shifts)
   c = images.shape[-1]
-  return both[..., :c].astype(images.dtype), both[..., c:].astype(masks.dtype)
+  x = _intensity_jitter(k_i, both[..., :c], cfg_augment)
+  if jnp.issubdtype(images.dtype, jnp.integer):
+    x = jnp.round(x)
+  return x.astype(images.dtype), both[..., c:].astype(masks.dtype)
+
+
+def _intensity_jitter(rng: jax.Array, x: jnp.ndarray, cfg_augment) -> jnp.ndarray:
+  """The optional contrast / brightness / gamma jitter of :func:`augment`
+  (float32 ``[B,S,S,C]`` on the [0, 255] scale)."""
+  contrast, brightness, gamma = (float(cfg_augment.get(k, 0.0))
+                                 for k in ("contrast", "brightness", "gamma"))
+  if not (contrast or brightness or gamma):
+    return x
+  k_c, k_b, k_g = jax.random.split(rng, 3)
+  shape = (x.shape[0], 1, 1, 1)
+  u = lambda k, s: jax.random.uniform(k, shape, minval=-s, maxval=s)
+  if contrast:
+    mean = jnp.mean(x, axis=(1, 2, 3), keepdims=True)
+    x = (x - mean) * (1.0 + u(k_c, contrast)) + mean
+  if brightness:
+    x = x * (1.0 + u(k_b, brightness))
+  x = jnp.clip(x, 0.0, 255.0)
+  if gamma:
+    x = 255.0 * (x / 255.0) ** jnp.exp(u(k_g, gamma))
+  return x
 
 
 def normalize(images: jnp.ndarray) -> jnp.ndarray:

@@ -69,6 +69,40 @@ def test_augment_moves_image_and_mask_together():
   np.testing.assert_array_equal(np.asarray(same), img)
 
 
+def test_intensity_jitter_changes_the_image_alone():
+  rng = np.random.default_rng(2)
+  img = rng.integers(100, 151, (16, 24, 24, 1)).astype(np.uint8)
+  mask = (rng.random((16, 24, 24, 1)) > 0.5).astype(np.uint8)
+  geo = dict(hflip=True, vflip=False, shift=0.1)
+  plain_img, plain_mask = pipeline.augment(jax.random.key(3), img, mask,
+                                           ml_collections.ConfigDict(geo))
+  aug = lambda **kw: pipeline.augment(jax.random.key(3), img, mask,
+                                      ml_collections.ConfigDict(dict(geo, **kw)))
+  # Zero strength is the identity; the mask and the geometry never change.
+  np.testing.assert_array_equal(aug(contrast=0.0, brightness=0.0, gamma=0.0)[0], plain_img)
+  for kw in (dict(contrast=0.3), dict(brightness=0.2), dict(gamma=0.4)):
+    j_img, j_mask = (np.asarray(a) for a in aug(**kw))
+    np.testing.assert_array_equal(j_mask, plain_mask)
+    assert j_img.dtype == np.uint8 and (j_img != np.asarray(plain_img)).any(), kw
+    if "contrast" not in kw:  # scaling and gamma keep the shift's zero fill at 0
+      np.testing.assert_array_equal(j_img == 0, np.asarray(plain_img) == 0)
+  # Contrast scales deviations from each image's mean: the mean stays (no clipping here).
+  no_shift = ml_collections.ConfigDict(dict(geo, shift=0.0, contrast=0.3))
+  c_img = np.asarray(pipeline.augment(jax.random.key(3), img, mask, no_shift)[0]).astype(float)
+  np.testing.assert_allclose(c_img.mean((1, 2, 3)), img.astype(float).mean((1, 2, 3)), atol=0.6)
+  assert not np.allclose(c_img.std((1, 2, 3)), img.astype(float).std((1, 2, 3)), rtol=0.01)
+  p_img = np.asarray(plain_img).astype(float)
+  # Brightness scales every pixel of an image by one factor within [0.8, 1.2].
+  b_img = np.asarray(aug(brightness=0.2)[0]).astype(float)
+  ratio = b_img[p_img > 0] / p_img[p_img > 0]
+  assert 0.79 < ratio.min() and ratio.max() < 1.21
+  # Gamma keeps the order of intensities within an image.
+  g_img = np.asarray(aug(gamma=0.4)[0]).astype(float)
+  for a, b in zip(p_img, g_img):
+    order = np.argsort(a.ravel(), kind="stable")
+    assert (np.diff(b.ravel()[order]) >= 0).all()
+
+
 def test_missing_publisher_folds_fall_back_to_our_folds():
   src = [dict(ex, publisher_fold_5=-1) for ex in make_fake_source(10)]
   cfg = registry.get_config("unet", "tiny")
