@@ -32,7 +32,8 @@ from benchmarks import common
 # busjax settings matching the peer's train step (see the module docstring).
 PEER_OVERRIDES = ("loss={'name': 'dice'}", "optimizer.learning_rate=1e-4",
                   "optimizer.schedule=constant", "augment.hflip=False",
-                  "augment.vflip=False", "augment.shift=0.0")
+                  "augment.vflip=False", "augment.shift=0.0", "augment.contrast=0.0",
+                  "augment.brightness=0.0", "augment.gamma=0.0")
 
 
 def torch_available() -> bool:

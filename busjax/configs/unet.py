@@ -9,8 +9,8 @@ def get_config(variant: str = "default", name: str = "unet"):
   c.model.width = 64 if variant == "paper" else (4 if variant == "tiny" else 16)
   c.model.depth = 4
   if variant == "default":
-    # 20 cosine epochs: ~8 min on the 2-core machine of the issue-7 rewrites
-    # (~1.9 steps/s at 128x128, batch 8, width 16), ~14 min on a 2x slower one.
+    # 20 cosine epochs: ~5 min on a 2-vCPU AVX-512 machine with oneDNN's
+    # convolutions (~3 steps/s at 128x128, batch 8, width 16).
     c.epochs = 20
     # Half of the Dice term pooled over the batch (nnU-Net's batch Dice): per-image
     # Dice gives up on false positives in lesion-free images (its gradient
@@ -19,6 +19,12 @@ def get_config(variant: str = "default", name: str = "unet"):
     # positive), pooled 0.777 (3/26, malignant 0.650), half and half 0.809 (8/26,
     # benign 0.887, malignant 0.784); see README "Results".
     c.loss.batch_dice = 0.5
+    # Per-image contrast/brightness/gamma jitter (nnU-Net-style intensity
+    # augmentation): synthetic fold 0, seed 0, same machine: DSC 0.757 -> 0.784,
+    # lesion-image Dice 0.821 -> 0.842 (README "Results").
+    c.augment.contrast = 0.2
+    c.augment.brightness = 0.1
+    c.augment.gamma = 0.3
   if variant == "paper":
     c.image_size = 256
     c.batch_size = 4
