@@ -9,7 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from busjax.ops.conv import conv2d, conv2d_transpose, resolve_backend
+from busjax.ops.conv import conv2d, conv2d_affine_relu, conv2d_transpose, resolve_backend
 
 
 def batch_norm(train: bool, name: str | None = None) -> nn.BatchNorm:
@@ -99,6 +99,13 @@ class BatchNormReLU(nn.Module):
   momentum: float = 0.9
   epsilon: float = 1e-5
 
+  def folded(self) -> tuple[jnp.ndarray, jnp.ndarray]:
+    """Inference: per-channel ``(a, c)`` with ``BN(x) = x * a + c`` from the
+    running statistics (the module must hold its variables)."""
+    get = self.get_variable
+    return _bn_coefficients(get("batch_stats", "mean"), get("batch_stats", "var"),
+                            get("params", "scale"), get("params", "bias"), self.epsilon)
+
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
     c = (x.shape[-1],)
@@ -140,22 +147,37 @@ class Conv(nn.Module):
   bias_init: Callable = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
+  def __call__(self, x: jnp.ndarray, *, scale: jnp.ndarray | None = None,
+               shift: jnp.ndarray | None = None, relu: bool = False) -> jnp.ndarray:
+    """``conv(x)``, or with the optional epilogue ``relu(conv(x) * scale + shift)``
+    (``scale``, ``shift`` ``[features]``), which oneDNN runs as one kernel at
+    inference (a folded BatchNorm+ReLU)."""
     k = self.kernel
     w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
+    bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
     padding = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
-    y = conv2d(x, w, stride=self.strides, padding=padding, dilation=self.dilation,
-               backend=self.backend)
-    if self.use_bias:
-      y = y + self.param("bias", self.bias_init, (self.features,)).astype(y.dtype)
-    return y
+    kw = dict(stride=self.strides, padding=padding, dilation=self.dilation, backend=self.backend)
+    if relu:
+      scale = jnp.ones((self.features,), w.dtype) if scale is None else scale
+      shift = jnp.zeros((self.features,), w.dtype) if shift is None else shift
+      if bias is not None:  # (conv + bias) * scale + shift
+        shift = shift + bias * scale
+      return conv2d_affine_relu(x, w, scale, shift, **kw)
+    y = conv2d(x, w, **kw)
+    if bias is not None:
+      y = y + bias.astype(y.dtype)
+    if scale is not None:
+      y = y * scale
+    return y if shift is None else y + shift
 
 
 class ConvBNReLU(nn.Module):
   """Conv (no bias) -> BatchNorm -> ReLU. ``[B,H,W,C] -> [B,H',W',features]``.
 
   The convolution is :class:`Conv` (``nn.Conv``'s parameters;
-  ``conv_backend`` picks its kernels).
+  ``conv_backend`` picks its kernels), BatchNorm and ReLU are
+  :class:`BatchNormReLU` (``nn.BatchNorm``'s variables). At inference on
+  oneDNN the three run as one kernel (BatchNorm and ReLU as post-ops).
   """
   features: int
   kernel: int = 3
@@ -165,9 +187,16 @@ class ConvBNReLU(nn.Module):
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool) -> jnp.ndarray:
-    x = Conv(self.features, self.kernel, self.strides, dilation=self.dilation, use_bias=False,
-             backend=self.conv_backend, name="conv")(x)
-    return BatchNormReLU(name="bn")(x, train=train)
+    conv = Conv(self.features, self.kernel, self.strides, dilation=self.dilation, use_bias=False,
+                backend=self.conv_backend, name="conv")
+    bn = BatchNormReLU(name="bn")
+    if (train or self.is_initializing()
+        or resolve_backend(self.conv_backend, jnp.promote_types(x.dtype, jnp.float32)) != "onednn"):
+      return bn(conv(x), train=train)
+    # Inference on oneDNN: BatchNorm's per-channel affine map and the ReLU as
+    # the convolution's post-ops: one kernel writes the block's output.
+    a, c = bn.folded()
+    return conv(x, scale=a, shift=c, relu=True)
 
 
 class DoubleConv(nn.Module):

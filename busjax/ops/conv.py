@@ -146,6 +146,36 @@ def _onednn_conv_transpose_bwd(out_hw, stride, padding, res, g):
 _onednn_conv_transpose.defvjp(_onednn_conv_transpose_fwd, _onednn_conv_transpose_bwd)
 
 
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6))
+def _onednn_conv_affine_relu(x, w, scale, shift, stride: int, dilation: int,
+                             padding: Padding) -> jnp.ndarray:
+  from busjax.ops import onednn
+  return onednn.conv_fwd_affine_relu(x, w, scale, shift, stride=stride, dilation=dilation,
+                                     padding=padding)
+
+
+def _onednn_conv_affine_relu_fwd(x, w, scale, shift, stride, dilation, padding):
+  from busjax.ops import onednn
+  # The pre-activation is needed for the scale's gradient: one unfused forward.
+  z = onednn.conv_fwd(x, w, stride=stride, dilation=dilation, padding=padding)
+  return jax.nn.relu(z * scale + shift), (x, w, z, scale, shift)
+
+
+def _onednn_conv_affine_relu_bwd(stride, dilation, padding, res, g):
+  from busjax.ops import onednn
+  x, w, z, scale, shift = res
+  g = jnp.where(z * scale + shift > 0, g, 0.0)
+  gz = g * scale
+  kw = dict(stride=stride, dilation=dilation, padding=padding)
+  dx = onednn.conv_bwd_data(gz, w, x.shape[1:3], **kw)
+  dw = onednn.conv_bwd_weights(x, gz, w.shape[0], **kw)
+  return (dx.astype(x.dtype), dw.astype(w.dtype), jnp.sum(g * z, axis=(0, 1, 2)),
+          jnp.sum(g, axis=(0, 1, 2)))
+
+
+_onednn_conv_affine_relu.defvjp(_onednn_conv_affine_relu_fwd, _onednn_conv_affine_relu_bwd)
+
+
 def _check(x, w, dilation):
   if x.ndim != 4 or w.ndim != 4 or w.shape[0] != w.shape[1]:
     raise ValueError(f"expected x [B,H,W,C] and w [K,K,Cin,Cout]; got {x.shape}, {w.shape}")
@@ -179,6 +209,31 @@ def conv2d(x: jnp.ndarray, w: jnp.ndarray, *, stride: int = 1, padding="SAME",
   if resolve_backend(backend, dtype) == "onednn":
     return _onednn_conv(x, w, stride, dilation, pad)
   return _xla_conv(x, w, stride, dilation, pad)
+
+
+def conv2d_affine_relu(x: jnp.ndarray, w: jnp.ndarray, scale: jnp.ndarray, shift: jnp.ndarray,
+                       *, stride: int = 1, padding="SAME", dilation: int = 1,
+                       backend: str = "auto") -> jnp.ndarray:
+  """``relu(conv2d(x, w, ...) * scale + shift)``, scale and shift ``[O]``.
+
+  On oneDNN its forward pass is one kernel (per-channel multiply and add and
+  a ReLU as post-ops: no pass of its own over the output), which is what an
+  inference-mode conv-BatchNorm-ReLU block runs; under differentiation it
+  runs the plain convolution and an element-wise epilogue (its VJP needs the
+  pre-activation). Differentiable either way.
+  """
+  if resolve_backend(backend, jnp.promote_types(x.dtype, w.dtype)) != "onednn":
+    y = conv2d(x, w, stride=stride, padding=padding, dilation=dilation, backend=backend)
+    return jax.nn.relu(y * scale + shift)
+  _check(x, w, dilation)
+  o = w.shape[3]
+  if w.shape[2] != x.shape[3] or scale.shape != (o,) or shift.shape != (o,):
+    raise ValueError(f"x {x.shape}, w {w.shape}, scale {scale.shape} and shift {shift.shape} "
+                     "do not fit together")
+  pad = explicit_padding(padding, x.shape[1:3], w.shape[0], stride, dilation)
+  dtype = jnp.promote_types(x.dtype, w.dtype)
+  return _onednn_conv_affine_relu(*(a.astype(dtype) for a in (x, w, scale, shift)), stride,
+                                  dilation, pad)
 
 
 def conv2d_same(x: jnp.ndarray, w: jnp.ndarray, *, dilation: int = 1,

@@ -34,8 +34,9 @@ import numpy as np
 _SOURCE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "onednn_conv.cc")
 # FFI target names and the C symbols of their handlers.
 TARGETS = {"busjax_conv_fwd": "BusjaxConvFwd", "busjax_conv_bwd_data": "BusjaxConvBwdData",
-           "busjax_conv_bwd_weights": "BusjaxConvBwdWeights"}
-PASSES = ("fwd", "bwd_data", "bwd_weights")
+           "busjax_conv_bwd_weights": "BusjaxConvBwdWeights",
+           "busjax_conv_fwd_affine_relu": "BusjaxConvFwdAffineRelu"}
+PASSES = ("fwd", "bwd_data", "bwd_weights", "fwd_affine_relu")
 
 
 def _prefix_paths() -> tuple[str, str]:
@@ -126,7 +127,8 @@ def out_size(size: int, kernel: int, stride: int, dilation: int, pad: tuple[int,
 def implementation(pass_: str, x_shape: tuple[int, int, int, int], features: int,
                    kernel: int = 3, *, stride: int = 1, dilation: int = 1,
                    padding: Padding | None = None) -> str:
-  """oneDNN's kernel for one pass (``fwd``, ``bwd_data``, ``bwd_weights``) of
+  """oneDNN's kernel for one pass (``fwd``, ``bwd_data``, ``bwd_weights``,
+  ``fwd_affine_relu``) of
   the convolution of an ``x_shape`` (``[B,H,W,C]``) input to ``features``
   channels, e.g. ``"brg:avx512_core"``. ``padding`` defaults to stride-1 "SAME"."""
   b, h, w, c = x_shape
@@ -164,6 +166,19 @@ def conv_fwd(x: jnp.ndarray, w: jnp.ndarray, *, stride: int = 1, dilation: int =
   ho, wo = (out_size(n, k, stride, dilation, p) for n, p in zip(x.shape[1:3], padding))
   return _call("busjax_conv_fwd", (x.shape[0], ho, wo, w.shape[3]), x, w, stride=stride,
                dilation=dilation, padding=padding)
+
+
+def conv_fwd_affine_relu(x: jnp.ndarray, w: jnp.ndarray, scale: jnp.ndarray, shift: jnp.ndarray,
+                         *, stride: int = 1, dilation: int = 1,
+                         padding: Padding | None = None) -> jnp.ndarray:
+  """``relu(conv_fwd(x, w) * scale + shift)`` in one oneDNN kernel (per-channel
+  post-ops; scale, shift ``[O]``). No gradient of its own: see
+  :func:`busjax.ops.conv.conv2d_affine_relu`."""
+  k = w.shape[0]
+  padding = padding or (same_padding(k, dilation),) * 2
+  ho, wo = (out_size(n, k, stride, dilation, p) for n, p in zip(x.shape[1:3], padding))
+  return _call("busjax_conv_fwd_affine_relu", (x.shape[0], ho, wo, w.shape[3]), x, w, scale,
+               shift, stride=stride, dilation=dilation, padding=padding)
 
 
 def conv_bwd_data(g: jnp.ndarray, w: jnp.ndarray, input_hw: tuple[int, int] | None = None, *,

@@ -10,6 +10,7 @@
 //   BusjaxConvFwd        (x f32[B,H,W,C],   w f32[K,K,C,O]) -> y  f32[B,Ho,Wo,O]
 //   BusjaxConvBwdData    (g f32[B,Ho,Wo,O], w f32[K,K,C,O]) -> dx f32[B,H,W,C]
 //   BusjaxConvBwdWeights (x f32[B,H,W,C],   g f32[B,Ho,Wo,O]) -> dw f32[K,K,C,O]
+//   BusjaxConvFwdAffineRelu(x, w, scale f32[O], shift f32[O]) -> relu(y * scale + shift)
 // with Ho = (H + top + bottom - (K-1)*D - 1) / S + 1 (floor), likewise Wo, and
 // the integer attributes "stride", "dilation", "pad_top", "pad_bottom",
 // "pad_left", "pad_right". The transposed convolution of stride S is
@@ -35,12 +36,14 @@ using dnnl::memory;
 
 namespace {
 
-enum Kind : int { kFwd = 0, kBwdData = 1, kBwdWeights = 2 };
+// kFwdAffineRelu: inference, relu(conv(x, w) * scale + shift) in one oneDNN
+// kernel (per-channel binary post-ops and a ReLU), forward_inference.
+enum Kind : int { kFwd = 0, kBwdData = 1, kBwdWeights = 2, kFwdAffineRelu = 3 };
 
 struct Primitive {
   std::mutex mu;  // guards the scratchpad and blocked-weights buffers
   dnnl::primitive prim;
-  memory::desc src, dst, wei;  // NHWC, NHWC, HWIO: the XLA buffers
+  memory::desc src, dst, wei, chan;  // NHWC, NHWC, HWIO, per-channel [1,O,1,1]: XLA buffers
   memory scratch, blocked;     // oneDNN's scratchpad and weights layout
   bool reorder_weights = false;
   dnnl::reorder reorder;  // HWIO -> blocked (fwd, bwd-data) or back (bwd-weights)
@@ -105,6 +108,22 @@ Primitive* Get(Kind kind, const Geometry& g) {
     blocked = fwd.weights_desc();
     scratch = fwd.scratchpad_desc();
     p->impl = fwd.impl_info_str();
+  } else if (kind == kFwdAffineRelu) {
+    p->chan = memory::desc({1, o, 1, 1}, f32, memory::format_tag::nchw);
+    dnnl::post_ops ops;
+    ops.append_binary(dnnl::algorithm::binary_mul, p->chan);
+    ops.append_binary(dnnl::algorithm::binary_add, p->chan);
+    ops.append_eltwise(dnnl::algorithm::eltwise_relu, 0.f, 0.f);
+    dnnl::primitive_attr fused;
+    fused.set_scratchpad_mode(dnnl::scratchpad_mode::user);
+    fused.set_post_ops(ops);
+    auto pd = dnnl::convolution_forward::primitive_desc(
+        Engine(), dnnl::prop_kind::forward_inference, dnnl::algorithm::convolution_direct, src,
+        wany, dst, strides, dil, pad_l, pad_r, fused);
+    p->prim = dnnl::convolution_forward(pd);
+    blocked = pd.weights_desc();
+    scratch = pd.scratchpad_desc();
+    p->impl = pd.impl_info_str();
   } else if (kind == kBwdData) {
     auto pd = dnnl::convolution_backward_data::primitive_desc(
         Engine(), dnnl::algorithm::convolution_direct, src, wany, dst, strides, dil, pad_l, pad_r,
@@ -139,7 +158,8 @@ ffi::Error Bad(const std::string& what) {
   return ffi::Error(ffi::ErrorCode::kInvalidArgument, what);
 }
 
-ffi::Error Run(Kind kind, const float* act, const float* other, float* out, const Geometry& g) {
+ffi::Error Run(Kind kind, const float* act, const float* other, float* out, const Geometry& g,
+               const float* scale = nullptr, const float* shift = nullptr) {
   if (g.s < 1 || g.d < 1 || g.pt < 0 || g.pb < 0 || g.pl < 0 || g.pr < 0)
     return Bad("oneDNN convolution: stride and dilation must be >= 1, padding >= 0");
   if (g.ho != OutSize(g.h, g.pt, g.pb, g) || g.wo != OutSize(g.w, g.pl, g.pr, g))
@@ -168,6 +188,15 @@ ffi::Error Run(Kind kind, const float* act, const float* other, float* out, cons
         p->prim.execute(s, {{DNNL_ARG_SRC, x},
                             {DNNL_ARG_WEIGHTS, wk},
                             {DNNL_ARG_DST, y},
+                            {DNNL_ARG_SCRATCHPAD, p->scratch}});
+      } else if (kind == kFwdAffineRelu) {
+        memory x(p->src, e, const_cast<float*>(act)), y(p->dst, e, out);
+        memory a(p->chan, e, const_cast<float*>(scale)), c(p->chan, e, const_cast<float*>(shift));
+        p->prim.execute(s, {{DNNL_ARG_SRC, x},
+                            {DNNL_ARG_WEIGHTS, wk},
+                            {DNNL_ARG_DST, y},
+                            {DNNL_ARG_ATTR_MULTIPLE_POST_OP(0) | DNNL_ARG_SRC_1, a},
+                            {DNNL_ARG_ATTR_MULTIPLE_POST_OP(1) | DNNL_ARG_SRC_1, c},
                             {DNNL_ARG_SCRATCHPAD, p->scratch}});
       } else {
         memory gd(p->dst, e, const_cast<float*>(act)), dx(p->src, e, out);
@@ -216,6 +245,19 @@ ffi::Error ConvFwd(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Result
   return Run(kFwd, x.typed_data(), w.typed_data(), y->typed_data(), g);
 }
 
+ffi::Error ConvFwdAffineRelu(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w,
+                             ffi::Buffer<ffi::F32> scale, ffi::Buffer<ffi::F32> shift,
+                             ffi::ResultBuffer<ffi::F32> y, BUSJAX_ATTR_ARGS) {
+  Geometry g;
+  auto ad = scale.dimensions(), cd = shift.dimensions();
+  if (!Shapes(x.dimensions(), y->dimensions(), w.dimensions(), BUSJAX_ATTRS, &g) ||
+      ad.size() != 1 || ad[0] != g.o || cd.size() != 1 || cd[0] != g.o)
+    return Bad("BusjaxConvFwdAffineRelu: expected x [B,H,W,C], w [K,K,C,O], scale [O], "
+               "shift [O], y [B,Ho,Wo,O]");
+  return Run(kFwdAffineRelu, x.typed_data(), w.typed_data(), y->typed_data(), g,
+             scale.typed_data(), shift.typed_data());
+}
+
 ffi::Error ConvBwdData(ffi::Buffer<ffi::F32> gy, ffi::Buffer<ffi::F32> w,
                        ffi::ResultBuffer<ffi::F32> dx, BUSJAX_ATTR_ARGS) {
   Geometry g;
@@ -247,11 +289,24 @@ ffi::Error ConvBwdWeights(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy,
       .Attr<int64_t>("pad_right")
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvFwd, ConvFwd, BUSJAX_CONV_BINDING);
+XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvFwdAffineRelu, ConvFwdAffineRelu,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("dilation")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_bottom")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("pad_right"));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvBwdData, ConvBwdData, BUSJAX_CONV_BINDING);
 XLA_FFI_DEFINE_HANDLER_SYMBOL(BusjaxConvBwdWeights, ConvBwdWeights, BUSJAX_CONV_BINDING);
 
 // The implementation oneDNN chose for a pass (0 fwd, 1 bwd-data, 2
-// bwd-weights) and geometry, e.g. "brg:avx512_core" or "jit:avx512_core";
+// bwd-weights, 3 fwd with per-channel scale, shift and ReLU) and geometry, e.g. "brg:avx512_core" or "jit:avx512_core";
 // "error: ..." when oneDNN has none.
 extern "C" const char* BusjaxConvImpl(int kind, long b, long h, long w, long c, long ho, long wo,
                                       long o, long k, long s, long d, long pt, long pb, long pl,

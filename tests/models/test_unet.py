@@ -36,7 +36,7 @@ def test_unet_paper_parameter_count():
   assert sum(int(np.prod(x.shape)) for x in jax.tree.leaves(shapes["params"])) == 31_036_481
 
 
-def test_unet_train_step_same_on_xla_and_onednn_kernels():
+def test_unet_train_step_and_inference_same_on_xla_and_onednn_kernels():
   from busjax.ops import onednn
   from busjax.trainers import supervised
   ok, why = onednn.available()
@@ -52,6 +52,9 @@ def test_unet_train_step_same_on_xla_and_onednn_kernels():
     state = supervised.create_train_state(cfg, registry.build_model(cfg),
                                           jax.random.key(0, impl=cfg.prng_impl))
     state, metrics = supervised.make_train_step(cfg, registry.build_model(cfg))(state, x, y)
-    out[backend] = (state.params, state.batch_stats, metrics["loss"])
+    # Inference: on oneDNN each conv-BatchNorm-ReLU runs folded into one kernel.
+    pred = supervised.make_predict_fn(cfg, registry.build_model(cfg))(
+        state.params, state.batch_stats, (x * 255).astype(jnp.uint8))
+    out[backend] = (state.params, state.batch_stats, metrics["loss"], pred)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
                out["onednn"], out["xla"])

@@ -178,3 +178,25 @@ def test_conv_transpose2x_onednn_equals_flax(k):
   f = lambda m: lambda v, x: jnp.sum(jnp.sin(m.apply(v, x)))
   jax.tree.map(_close, jax.grad(f(mod), argnums=(0, 1))(v, x),
                jax.grad(f(ref), argnums=(0, 1))(v, x))
+
+
+def test_conv2d_affine_relu_fused_equals_unfused():
+  _need_onednn()
+  x, w = _operands((2, 9, 8, 3, 5), 3, seed=6)
+  a = jax.random.normal(jax.random.key(8), (5,))
+  c = jax.random.normal(jax.random.key(9), (5,))
+  f = lambda be: lambda *args: conv.conv2d_affine_relu(*args, backend=be)
+  _close(jax.jit(f("onednn"))(x, w, a, c), f("xla")(x, w, a, c))
+  impl = onednn.implementation("fwd_affine_relu", (2, 9, 8, 3), 5)
+  assert impl and not impl.startswith("error"), impl
+  loss = lambda be: lambda *args: jnp.sum(jnp.sin(f(be)(*args)))
+  jax.tree.map(_close, jax.grad(loss("onednn"), argnums=(0, 1, 2, 3))(x, w, a, c),
+               jax.grad(loss("xla"), argnums=(0, 1, 2, 3))(x, w, a, c))
+  # The Conv layer's epilogue (with its own bias) on both backends.
+  v = layers.Conv(5, 3).init(jax.random.key(0), x)
+  v = jax.tree.map(lambda p: p + 0.1, v)
+  out = {be: layers.Conv(5, 3, backend=be).apply(v, x, scale=a, shift=c, relu=True)
+         for be in ("xla", "onednn")}
+  _close(out["onednn"], out["xla"])
+  ref = jax.nn.relu((layers.Conv(5, 3, backend="xla").apply(v, x)) * a + c)
+  _close(out["xla"], ref)
