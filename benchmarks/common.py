@@ -190,6 +190,44 @@ def environment() -> dict:
   }
 
 
+# Dense peak TFLOP/s of accelerators by compute dtype (vendor data sheets; no
+# sparsity). "float32" is the TF32 tensor-core peak on NVIDIA GPUs, where JAX's
+# default precision runs float32 convolutions and matrix products as TF32.
+# Matched as a substring of ``device_kind``; the first match wins.
+PEAK_TFLOPS: tuple[tuple[str, dict[str, float]], ...] = (
+    ("H100 PCIe", {"bfloat16": 756.0, "float32": 378.0}),
+    ("H100", {"bfloat16": 989.4, "float32": 494.7}),   # SXM (80GB HBM3)
+    ("H200", {"bfloat16": 989.4, "float32": 494.7}),
+    ("A100", {"bfloat16": 312.0, "float32": 156.0}),
+    ("L4", {"bfloat16": 121.0, "float32": 60.0}),
+    ("TPU v4", {"bfloat16": 275.0}),
+    ("TPU v5 lite", {"bfloat16": 197.0}),
+    ("TPU v5e", {"bfloat16": 197.0}),
+    ("TPU v5p", {"bfloat16": 459.0}),
+    ("TPU v5", {"bfloat16": 459.0}),
+    ("TPU v6 lite", {"bfloat16": 918.0}),
+)
+
+
+def peak_tflops(device_kind: str, dtype: str = "float32") -> float | None:
+  """The device's dense peak TFLOP/s for ``dtype`` (:data:`PEAK_TFLOPS`), None
+  when unknown (CPUs, unlisted devices)."""
+  for key, peaks in PEAK_TFLOPS:
+    if key.lower() in (device_kind or "").lower():
+      return peaks.get(dtype)
+  return None
+
+
+def achieved_tflops(gflops_per_image: float | None, images_per_s: float, *,
+                    train: bool) -> float | None:
+  """TFLOP/s a throughput implies: the forward FLOPs per image times images/s,
+  times 3 for a train step (backward ~ twice the forward: input and weight
+  gradients), the usual model-FLOPs convention."""
+  if gflops_per_image is None or not images_per_s:
+    return None
+  return gflops_per_image * images_per_s * (3.0 if train else 1.0) / 1e3
+
+
 def utc_now() -> str:
   """The current UTC time, ISO 8601 to the second (each row's ``time``)."""
   return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")

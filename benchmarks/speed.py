@@ -18,6 +18,10 @@ Prints one JSON line per model:
 * ``peak_memory_bytes``: the device's ``peak_bytes_in_use`` where the backend
   reports it (GPU, TPU; None on CPU), and ``train_step_temp_bytes``: XLA's
   temporary buffer size of the compiled train step (every backend);
+* ``dtype`` (the model's compute dtype, ``model.dtype`` where it has one),
+  ``train_tflops`` / ``infer_tflops`` (the forward FLOPs per image times
+  images/s, x3 for training) and ``peak_tflops`` (the device's dense peak for
+  that dtype from :data:`benchmarks.common.PEAK_TFLOPS`; None on CPUs);
 * ``conv_backend``: the convolution kernels the model ran (``busjax.ops.conv``:
   ``onednn`` or ``xla``; None for models without the choice);
 * ``train_step``: which step was timed. Adversarial models time the full
@@ -102,7 +106,7 @@ def measure(cfg, *, steps: int = 10, repeats: int = 5, seed: int = 0) -> dict:
     # XLA's cost analysis does not see inside FFI calls (oneDNN's
     # convolutions): count the FLOPs of the same network on XLA's kernels.
     from busjax.ops import conv
-    conv_backend = conv.resolve_backend(cfg.model.conv_backend)
+    conv_backend = conv.resolve_backend(cfg.model.conv_backend, cfg.model.get("dtype", "float32"))
     if conv_backend != "xla":
       xla_cfg = cfg.copy_and_resolve_references()
       xla_cfg.model.conv_backend = "xla"
@@ -118,18 +122,24 @@ def measure(cfg, *, steps: int = 10, repeats: int = 5, seed: int = 0) -> dict:
     jax.block_until_ready(out)
 
   infer_s = common.median_seconds(infer_repeat, repeats)
+  gflops = None if flops is None else flops / b / 1e9
+  dtype = cfg.model.get("dtype", "float32")
+  env = common.environment()
   return {
       "kind": "speed", "model": cfg.model_name, "schedule": cfg.variant,
       "config_hash": trainer_common.config_hash(cfg), "image_size": s, "batch_size": b,
       "steps": steps, "repeats": repeats, "params": common.count_params(cfg),
-      "gflops_per_image": None if flops is None else flops / b / 1e9,
+      "gflops_per_image": gflops, "dtype": dtype,
       "compile_s": compile_s,
       "train_images_per_s": steps * b / train_s, "train_step_ms": 1000 * train_s / steps,
       "infer_images_per_s": steps * b / infer_s, "infer_ms_per_image": 1000 * infer_s / steps / b,
+      "train_tflops": common.achieved_tflops(gflops, steps * b / train_s, train=True),
+      "infer_tflops": common.achieved_tflops(gflops, steps * b / infer_s, train=False),
+      "peak_tflops": common.peak_tflops(env["device_kind"], dtype),
       "peak_memory_bytes": common.peak_memory_bytes(), "train_step_temp_bytes": temp_bytes,
       "train_step": step_name, "final_loss": loss,  # finite: the timed step did real work
       "conv_backend": conv_backend,
-      **common.environment(), "time": common.utc_now(),
+      **env, "time": common.utc_now(),
   }
 
 

@@ -59,6 +59,8 @@ def compare_row(jax_row: dict, torch_row: dict | None, width: int) -> dict:
       "kind": "vs_pytorch", "model": "unet", "width": width,
       "image_size": jax_row["image_size"], "batch_size": jax_row["batch_size"],
       "params": jax_row["params"], "compile_s": jax_row["compile_s"],
+      "dtype": jax_row.get("dtype", "float32"), "conv_backend": jax_row.get("conv_backend"),
+      "jax_train_tflops": jax_row.get("train_tflops"), "peak_tflops": jax_row.get("peak_tflops"),
       "jax_train_images_per_s": jax_row["train_images_per_s"],
       "jax_infer_images_per_s": jax_row["infer_images_per_s"],
       "torch_train_images_per_s": None, "torch_infer_images_per_s": None,

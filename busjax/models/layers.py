@@ -123,6 +123,15 @@ class BatchNormReLU(nn.Module):
     return y
 
 
+def compute_cast(w: jnp.ndarray, dtype: Any) -> jnp.ndarray:
+  """``w`` in the activations' ``dtype`` when that is a narrower float
+  (bfloat16, float16: the mixed-precision compute dtype), else unchanged."""
+  dtype = jnp.dtype(dtype)
+  if jnp.issubdtype(dtype, jnp.floating) and dtype.itemsize < jnp.dtype(w.dtype).itemsize:
+    return w.astype(dtype)
+  return w
+
+
 class Conv(nn.Module):
   """k x k convolution: ``[B,H,W,C] -> [B,Ho,Wo,features]``, NHWC.
 
@@ -135,6 +144,11 @@ class Conv(nn.Module):
   (oneDNN on a single CPU device when it is installed, XLA elsewhere),
   ``"xla"`` or ``"onednn"``. ``padding``: ``"SAME"``, ``"VALID"`` or
   ``((top, bottom), (left, right))``.
+
+  Mixed precision: the activations' dtype is the compute dtype. With
+  bfloat16 (or float16) ``x`` the float32 kernel and bias are cast to it for
+  the call (parameters, and so their gradients and the optimiser state, stay
+  float32); with float32 ``x`` nothing changes.
   """
   features: int
   kernel: int = 3
@@ -155,6 +169,7 @@ class Conv(nn.Module):
     k = self.kernel
     w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
     bias = self.param("bias", self.bias_init, (self.features,)) if self.use_bias else None
+    w = compute_cast(w, x.dtype)
     padding = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
     kw = dict(stride=self.strides, padding=padding, dilation=self.dilation, backend=self.backend)
     if relu:
@@ -191,7 +206,7 @@ class ConvBNReLU(nn.Module):
                 backend=self.conv_backend, name="conv")
     bn = BatchNormReLU(name="bn")
     if (train or self.is_initializing()
-        or resolve_backend(self.conv_backend, jnp.promote_types(x.dtype, jnp.float32)) != "onednn"):
+        or resolve_backend(self.conv_backend, x.dtype) != "onednn"):
       return bn(conv(x), train=train)
     # Inference on oneDNN: BatchNorm's per-channel affine map and the ReLU as
     # the convolution's post-ops: one kernel writes the block's output.
@@ -250,6 +265,7 @@ class UpConv2x2(nn.Module):
   def __call__(self, x: jnp.ndarray) -> jnp.ndarray:
     kernel = self.param("kernel", self.kernel_init, (2, 2, x.shape[-1], self.features))
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,))
+    kernel, bias = compute_cast(kernel, x.dtype), compute_cast(bias, x.dtype)
     if resolve_backend(self.backend, jnp.promote_types(x.dtype, kernel.dtype)) == "onednn":
       b, h, w, _ = x.shape
       # The forward convolution whose input gradient this is: [2, 2, features, C].

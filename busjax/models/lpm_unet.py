@@ -92,6 +92,7 @@ class LPMUNet(UNet):
     side_logits = [logits]
     for n in range(1, NUM_STAGES):
       s = Conv(self.num_classes, 1, backend=self.conv_backend, name=f"side{n}")(feats[-1 - n])
+      s = s.astype(jnp.float32)  # float32 logits under a bfloat16 ``dtype``, as the head's
       if self.upsample_side_outputs:
         s = jax.image.resize(s, logits.shape[:3] + s.shape[3:], "bilinear")
       side_logits.append(s)

@@ -34,6 +34,11 @@ class UNet(nn.Module):
       ``"auto"`` runs oneDNN's on a single CPU device when installed, XLA's
       elsewhere; ``"xla"``/``"onednn"`` force one. Same function and
       parameters either way.
+    dtype: compute dtype (``"float32"``, or ``"bfloat16"`` for mixed
+      precision on GPUs/TPUs): the input is cast to it, every convolution
+      and activation runs in it, BatchNorm's statistics are computed in
+      float32, parameters stay float32, and the logits are returned as
+      float32 so the loss is computed in float32.
 
   Call: ``x`` float32 ``[B, H, W, 1]`` in [0, 1], H and W divisible by
   ``2**depth``; returns ``(logits [B, H, W, num_classes], aux)`` where aux
@@ -43,10 +48,12 @@ class UNet(nn.Module):
   depth: int = 4
   num_classes: int = 1
   conv_backend: str = "auto"
+  dtype: str = "float32"
 
   @nn.compact
   def __call__(self, x: jnp.ndarray, *, train: bool = False):
     widths = [self.width * 2**i for i in range(self.depth + 1)]
+    x = x.astype(self.dtype)
     skips = []
     for i in range(self.depth):
       x = DoubleConv(widths[i], self.conv_backend, name=f"enc{i}")(x, train=train)
@@ -60,4 +67,4 @@ class UNet(nn.Module):
           jnp.concatenate([skips[i], up], -1), train=train)
       decoder_features.append(x)
     logits = Conv(self.num_classes, 1, backend=self.conv_backend, name="head")(x)
-    return logits, {"decoder_features": decoder_features}
+    return logits.astype(jnp.float32), {"decoder_features": decoder_features}

@@ -49,6 +49,9 @@ def test_tiny_unet_speed_row():
   # Counted on XLA's kernels even when the step ran oneDNN's (FFI calls have no cost analysis).
   assert hand / 1.5 < row["gflops_per_image"] < hand * 1.5, (row["gflops_per_image"], hand)
   assert row["conv_backend"] in ("onednn", "xla")
+  assert row["dtype"] == "float32" and row["peak_tflops"] is None  # a CPU has no listed peak
+  assert row["train_tflops"] == pytest.approx(
+      3 * row["gflops_per_image"] * row["train_images_per_s"] / 1e3)
 
 
 def test_cli_unknown_model_exits_2():
