@@ -360,7 +360,9 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
       test_data = cache.data(test_cfg)
       predict = supervised.make_predict_fn(cfg, registry.build_model(cfg))
       out_dir = os.path.join(rdir, "cross", cell.test_dataset.replace("/", "__"))
-      result = evaluate.evaluate_run(test_cfg, out_dir, variables, predict, test_data, quiet=quiet)
+      # A chosen post-processing is chosen on the training dataset's validation split.
+      result = evaluate.evaluate_run(test_cfg, out_dir, variables, predict, test_data,
+                                     validation=parts["validation"], quiet=quiet)
       test_images = test_data.images
     wall = time.perf_counter() - t0
     ms = inference_ms_per_image(cfg, variables, test_images, timing_repeats)

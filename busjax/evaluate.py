@@ -5,7 +5,10 @@ the image's original size and scored there with :mod:`busjax.metrics` against
 the publisher's mask, so distances (HD, HD95, AHD) are in original pixels and
 the small-tumour flag uses STAN's 120-px criterion at the original resolution.
 With ``cfg.postprocess`` the post-processed prediction
-(:mod:`busjax.postprocess`) is scored too (RCA-IUnet, Table 2).
+(:mod:`busjax.postprocess`) is scored too (RCA-IUnet, Table 2); with
+``cfg.postprocess_select`` its small-region criterion is first chosen on the
+validation split (nnU-Net's way), and ``eval.json`` records the choice and
+each candidate's validation Dice under ``postprocess``.
 """
 from __future__ import annotations
 
@@ -26,27 +29,59 @@ def resize_prob(prob: np.ndarray, height: int, width: int) -> np.ndarray:
   return np.clip(np.asarray(out), 0.0, 1.0)
 
 
-def evaluate_run(cfg, rdir: str, state: Any, predict, test: pipeline.SegmentationData, *,
-                 quiet: bool = False) -> dict:
-  """Scores ``state`` on the ``test`` split and writes ``eval.json`` and ``overlays/``."""
-  from tqdm.auto import tqdm
-
+def original_size_probs(predict, state, data: pipeline.SegmentationData, batch_size: int):
+  """Yields ``(example, probability map at the example's original size, gt mask)``."""
   from busjax.trainers import supervised
 
-  probs = supervised.predict_all(predict, state, test, cfg.batch_size)[..., 0]
+  probs = supervised.predict_all(predict, state, data, batch_size)[..., 0]
+  for i in range(len(probs)):
+    ex = data.source[int(data.indices[i])]
+    gt = ex["mask"][..., 0] > 0
+    yield ex, resize_prob(probs[i], *gt.shape), gt
+
+
+def choose_postprocess(cfg, state: Any, predict,
+                       validation: pipeline.SegmentationData | None) -> dict:
+  """The post-processing settings scored on the test split: the fixed default,
+  or with ``cfg.postprocess_select`` the small-region criterion with the best
+  validation Dice at the original resolution."""
+  from busjax import postprocess
+
+  choice = {"fill_holes": True, "min_region_fraction": postprocess.DEFAULT_MIN_REGION_FRACTION,
+            "selected_on": None}
+  if cfg.get("postprocess_select", False):
+    if validation is None or not len(validation.images):
+      raise ValueError("postprocess_select needs a validation split to choose on")
+    pairs = [(p, g) for _, p, g in original_size_probs(predict, state, validation,
+                                                         cfg.batch_size)]
+    f, scores = postprocess.select_min_region_fraction(
+        [p for p, _ in pairs], [g for _, g in pairs], threshold=cfg.threshold)
+    choice.update(min_region_fraction=f, selected_on="validation",
+                  validation_dice={str(k): v for k, v in scores.items()})
+  return choice
+
+
+def evaluate_run(cfg, rdir: str, state: Any, predict, test: pipeline.SegmentationData, *,
+                 validation: pipeline.SegmentationData | None = None,
+                 quiet: bool = False) -> dict:
+  """Scores ``state`` on the ``test`` split and writes ``eval.json`` and ``overlays/``
+  (``validation``: where ``cfg.postprocess_select`` chooses the post-processing)."""
+  from tqdm.auto import tqdm
+
+  pp = choose_postprocess(cfg, state, predict, validation) if cfg.postprocess else None
   per_image, per_image_pp = [], []
   overlay_dir = os.path.join(rdir, "overlays")
   os.makedirs(overlay_dir, exist_ok=True)
-  for i in tqdm(range(len(probs)), desc="evaluating", disable=quiet, leave=False):
-    ex = test.source[int(test.indices[i])]
-    gt = ex["mask"][..., 0] > 0
-    prob = resize_prob(probs[i], *gt.shape)
+  scored = original_size_probs(predict, state, test, cfg.batch_size)
+  for i, (ex, prob, gt) in enumerate(tqdm(scored, total=len(test.images), desc="evaluating",
+                                          disable=quiet, leave=False)):
     row = {"name": test.names[i], "label": pipeline.label_name(int(test.labels[i])),
            **metrics_lib.segmentation_metrics(prob, gt, threshold=cfg.threshold)}
     per_image.append(row)
     if cfg.postprocess:
       from busjax import postprocess
-      pred = postprocess.postprocess(prob, threshold=cfg.threshold)
+      pred = postprocess.postprocess(prob, threshold=cfg.threshold, fill_holes=pp["fill_holes"],
+                                     min_region_fraction=pp["min_region_fraction"])
       per_image_pp.append({"name": row["name"], "label": row["label"],
                            **metrics_lib.segmentation_metrics(prob, gt, threshold=cfg.threshold,
                                                               pred=pred)})
@@ -63,7 +98,10 @@ def evaluate_run(cfg, rdir: str, state: Any, predict, test: pipeline.Segmentatio
       "per_image": per_image,
   }
   if cfg.postprocess:
+    result["postprocess"] = pp
     result["postprocessed_summary"] = metrics_lib.summarize(per_image_pp)
+    result["postprocessed_lesion_free_false_positives"] = group_summaries(
+        per_image_pp)["empty_mask_false_positives"]
     result["postprocessed_small_tumour_summary"] = metrics_lib.summarize(
         [r for r in per_image_pp if r["small"] == 1.0])
     result["postprocessed_per_image"] = per_image_pp
@@ -145,6 +183,17 @@ def format_table(result: dict, rdir: str = "") -> str:
               for lab, summ in result.get("label_summary", {}).items() if summ["dice"]["n"]]
   if by_label:
     lines.append("Dice by class: " + ", ".join(by_label))
+  pps, pp = result.get("postprocessed_summary"), result.get("postprocess")
+  if pps and pps["dice"]["n"]:
+    how = "" if not pp else (f" (holes filled, regions under {pp['min_region_fraction']:.2%} of "
+                             "the image removed" + (", chosen on the validation split"
+                                                    if pp.get("selected_on") else "") + ")")
+    line = (f"post-processed{how}: dice {pps['dice']['mean']:.4f} ({pps['dice']['n']}), "
+            f"dice_incl {pps['dice_incl']['mean']:.4f}")
+    fp = result.get("postprocessed_lesion_free_false_positives")
+    if fp and fp["of"]:
+      line += f"; lesion-free images with a false positive: {fp['n']} of {fp['of']}"
+    lines.append(line)
   lines.append("(dice: both-empty images excluded, a false positive on a lesion-free image "
                "scores 0; dice_incl: both-empty scores 1)")
   return "\n".join(lines)

@@ -54,3 +54,27 @@ def test_empty_and_channel_axis():
   assert not postprocess(np.zeros((8, 8, 1)), keep_largest=True).any()
   with pytest.raises(ValueError):
     postprocess(np.zeros((2, 8, 8)))
+
+
+def test_select_min_region_fraction_on_validation_images():
+  from busjax.postprocess import nnunet_dice, select_min_region_fraction
+  # 100x100 images: a 20x20 lesion (4% of the area) predicted exactly, and a 6x6
+  # speck (0.36%) on a lesion-free image. Removing regions under 0.4% or 0.8%
+  # drops the speck (that image's Dice: 0 -> undefined, excluded): a tie, the
+  # smaller wins; 5% also removes the lesion.
+  lesion = np.zeros((100, 100))
+  lesion[10:30, 10:30] = 1.0
+  gt_lesion = lesion > 0
+  speck = np.zeros((100, 100))
+  speck[60:66, 60:66] = 0.9
+  gt_empty = np.zeros((100, 100), bool)
+  f, scores = select_min_region_fraction([lesion, speck], [gt_lesion, gt_empty],
+                                         grid=(0.0, 2e-3, 4e-3, 8e-3, 5e-2))
+  assert scores[0.0] == pytest.approx(0.5)       # the speck scores 0
+  assert scores[2e-3] == pytest.approx(0.5)      # 36 px >= 20 px: kept
+  assert scores[4e-3] == scores[8e-3] == pytest.approx(1.0)
+  assert scores[5e-2] == 0.0                     # the lesion is gone too
+  assert f == 4e-3
+  assert nnunet_dice(gt_empty, gt_empty) != nnunet_dice(gt_empty, gt_empty)  # NaN
+  with pytest.raises(ValueError):
+    select_min_region_fraction([lesion], [])

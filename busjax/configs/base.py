@@ -70,6 +70,9 @@ def get_base_config(variant: str = "default") -> ml_collections.ConfigDict:
   c.keep_checkpoints = 2
   c.threshold = 0.5
   c.postprocess = False           # also report post-processed metrics (RCA-IUnet Table 2)
+  # With postprocess: choose the small-region criterion on the validation split
+  # (busjax.postprocess.select_min_region_fraction) instead of its fixed default.
+  c.postprocess_select = False
   c.num_overlays = 6
   c.max_steps = 0                 # >0 caps the total number of steps (tests)
   if variant == "tiny":

@@ -27,6 +27,14 @@ def get_config(variant: str = "default", name: str = "unet"):
     c.augment.contrast = 0.2
     c.augment.brightness = 0.1
     c.augment.gamma = 0.3
+    # Also score the prediction after hole filling and small-region removal,
+    # the size criterion chosen on the validation split (nnU-Net's way). The raw
+    # prediction stays eval.json's "summary". Synthetic fold 0, seeds 0/1/2:
+    # DSC 0.784/0.826/0.719 -> 0.799/0.845/0.749; after 30 epochs it cost 0.04
+    # on seed 0, where validation chose a size that removed small test lesions
+    # (README "Results").
+    c.postprocess = True
+    c.postprocess_select = True
   if variant == "paper":
     c.image_size = 256
     c.batch_size = 4

@@ -354,7 +354,8 @@ def train_and_evaluate(cfg, workdir: str, *, data, quiet: bool, init_state: Call
   if best is None:
     raise FileNotFoundError(f"no best checkpoint under {rdir}/checkpoints/best: train first")
   ckpt.close()
-  return evaluate.evaluate_run(cfg, rdir, eval_state(best[0]), predict, parts["test"], quiet=quiet)
+  return evaluate.evaluate_run(cfg, rdir, eval_state(best[0]), predict, parts["test"],
+                               validation=parts["validation"], quiet=quiet)
 
 
 def _loop(cfg, train_step, state, parts, ckpt, plateau, validate, set_lr, rdir, start, total,

@@ -73,6 +73,34 @@ def test_end_to_end_outputs(tmp_path, data):
   assert [r["name"] for r in ev["per_image"]] == splits["test"]
 
 
+def test_postprocessing_chosen_on_validation(tmp_path, data):
+  from busjax import evaluate, postprocess
+  cfg = tiny_cfg(max_steps=2, postprocess=True, postprocess_select=True)
+  result = supervised.train(cfg, str(tmp_path), data=data, quiet=True)
+  pp = result["postprocess"]
+  assert pp["selected_on"] == "validation"
+  scores = {float(k): v for k, v in pp["validation_dice"].items()}
+  assert sorted(scores) == sorted(postprocess.SELECTION_GRID)
+  assert pp["min_region_fraction"] in scores
+  # The chosen criterion is one of the best on validation, recomputed here.
+  state = supervised.create_train_state(cfg, registry.build_model(cfg),
+                                        jax.random.key(0, impl=cfg.prng_impl))
+  parts = pipeline.fold_splits(data, cfg)
+  rdir = os.path.join(str(tmp_path), "fake", "unet", "fold_0")
+  ckpt = checkpointing.Checkpoints(os.path.join(rdir, "checkpoints"), model_name="unet")
+  best, _ = ckpt.restore(state, which="best")
+  ckpt.close()
+  predict = supervised.make_predict_fn(cfg, registry.build_model(cfg))
+  pairs = [(p, g) for _, p, g in evaluate.original_size_probs(predict, best, parts["validation"],
+                                                               cfg.batch_size)]
+  f, again = postprocess.select_min_region_fraction([p for p, _ in pairs], [g for _, g in pairs])
+  assert f == pp["min_region_fraction"]
+  np.testing.assert_allclose([again[k] for k in sorted(again)],
+                             [scores[k] for k in sorted(scores)])
+  assert result["postprocessed_summary"]["dice_incl"]["n"] == result["num_test_images"]
+  assert "chosen on the validation split" in evaluate.format_table(result)
+
+
 def test_resume_reproduces_uninterrupted_run(tmp_path, data):
   full = tiny_cfg(max_steps=4)
   supervised.train(full, str(tmp_path / "a"), data=data, quiet=True)
