@@ -329,31 +329,33 @@ def train_and_evaluate(cfg, workdir: str, *, data, quiet: bool, init_state: Call
   plateau = Plateau(opt.learning_rate, opt.plateau_factor, opt.plateau_patience,
                     cfg.early_stopping_patience)
   meta = {"stopped_early": False}
-  restored = ckpt.restore(state)
-  if restored is not None:
-    state, meta = restored
-    plateau = Plateau(opt.learning_rate, opt.plateau_factor, opt.plateau_patience,
-                      cfg.early_stopping_patience,
-                      **{k: meta["plateau"][k] for k in ("best", "bad_epochs", "lr_bad_epochs")})
-    plateau.lr = meta["plateau"]["lr"]
-  start = int(state.step)
-  state = set_lr(state, plateau.lr * schedule_factor(opt, start // spe, cfg.epochs))
-  if start < total and not meta.get("stopped_early") and not cfg.get("eval_only", False):
-    if start and not quiet:
-      print(f"resuming {rdir} from step {start}/{total}")
-    try:
-      state = _loop(cfg, make_step(), state, parts, ckpt, plateau,
-                    lambda s: validation_dice(predict, eval_state(s), parts["validation"], cfg),
-                    set_lr, rdir, start, total, spe, quiet)
-    finally:
+  try:  # the managers' background threads end on every way out (a NaN, a mismatch)
+    restored = ckpt.restore(state)
+    if restored is not None:
+      state, meta = restored
+      plateau = Plateau(opt.learning_rate, opt.plateau_factor, opt.plateau_patience,
+                        cfg.early_stopping_patience,
+                        **{k: meta["plateau"][k] for k in ("best", "bad_epochs", "lr_bad_epochs")})
+      plateau.lr = meta["plateau"]["lr"]
+    start = int(state.step)
+    state = set_lr(state, plateau.lr * schedule_factor(opt, start // spe, cfg.epochs))
+    if start < total and not meta.get("stopped_early") and not cfg.get("eval_only", False):
+      if start and not quiet:
+        print(f"resuming {rdir} from step {start}/{total}")
       try:
-        plot_losses(os.path.join(rdir, "metrics.jsonl"), os.path.join(rdir, "losses.png"))
-      except Exception as e:  # a plot must never hide the training outcome
-        print(f"[busjax] could not plot {rdir}/losses.png: {type(e).__name__}: {e}")
-  best = ckpt.restore(state, which="best")
-  if best is None:
-    raise FileNotFoundError(f"no best checkpoint under {rdir}/checkpoints/best: train first")
-  ckpt.close()
+        state = _loop(cfg, make_step(), state, parts, ckpt, plateau,
+                      lambda s: validation_dice(predict, eval_state(s), parts["validation"], cfg),
+                      set_lr, rdir, start, total, spe, quiet)
+      finally:
+        try:
+          plot_losses(os.path.join(rdir, "metrics.jsonl"), os.path.join(rdir, "losses.png"))
+        except Exception as e:  # a plot must never hide the training outcome
+          print(f"[busjax] could not plot {rdir}/losses.png: {type(e).__name__}: {e}")
+    best = ckpt.restore(state, which="best")
+    if best is None:
+      raise FileNotFoundError(f"no best checkpoint under {rdir}/checkpoints/best: train first")
+  finally:
+    ckpt.close()
   return evaluate.evaluate_run(cfg, rdir, eval_state(best[0]), predict, parts["test"],
                                validation=parts["validation"], quiet=quiet)
 
