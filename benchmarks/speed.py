@@ -101,12 +101,13 @@ def measure(cfg, *, steps: int = 10, repeats: int = 5, seed: int = 0) -> dict:
   predict = supervised.make_predict_fn(cfg, model)
   fwd = predict.lower(gen.params, gen.batch_stats, x).compile()
   flops = forward_flops(fwd)
+  dtype = cfg.model.get("dtype", "float32")
   conv_backend = None
   if "conv_backend" in cfg.model:
     # XLA's cost analysis does not see inside FFI calls (oneDNN's
     # convolutions): count the FLOPs of the same network on XLA's kernels.
     from busjax.ops import conv
-    conv_backend = conv.resolve_backend(cfg.model.conv_backend, cfg.model.get("dtype", "float32"))
+    conv_backend = conv.resolve_backend(cfg.model.conv_backend, dtype)
     if conv_backend != "xla":
       xla_cfg = cfg.copy_and_resolve_references()
       xla_cfg.model.conv_backend = "xla"
@@ -123,7 +124,6 @@ def measure(cfg, *, steps: int = 10, repeats: int = 5, seed: int = 0) -> dict:
 
   infer_s = common.median_seconds(infer_repeat, repeats)
   gflops = None if flops is None else flops / b / 1e9
-  dtype = cfg.model.get("dtype", "float32")
   env = common.environment()
   return {
       "kind": "speed", "model": cfg.model_name, "schedule": cfg.variant,

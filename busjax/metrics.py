@@ -223,6 +223,16 @@ def _ratio(num: float, den: float) -> float:
   return float(num) / float(den) if den > 0 else _NAN
 
 
+def dice(pred: np.ndarray, gt: np.ndarray) -> float:
+  """The suite's ``dice`` of two masks, without the rest of the suite:
+  ``2 |P & G| / (|P| + |G|)``, NaN when both are empty (nnU-Net: excluded),
+  0 for a prediction on an empty ground truth. ``[H, W]`` bool or 0/1 masks."""
+  p, g = _as_mask(pred, "pred"), _as_mask(gt, "gt")
+  if p.shape != g.shape:
+    raise ValueError(f"pred {p.shape} and gt {g.shape} differ in shape")
+  return _ratio(2 * np.count_nonzero(p & g), np.count_nonzero(p) + np.count_nonzero(g))
+
+
 def segmentation_metrics(prob: np.ndarray, gt: np.ndarray, *, threshold: float = 0.5,
                          pred: np.ndarray | None = None) -> dict[str, float]:
   """All per-image metrics of the suite (definitions in the module docstring).

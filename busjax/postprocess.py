@@ -37,6 +37,8 @@ from typing import Sequence
 import numpy as np
 from scipy import ndimage
 
+from busjax import metrics
+
 DEFAULT_MIN_REGION_FRACTION = 5e-4
 # Candidate size criteria (fractions of the image area) for the validation choice.
 SELECTION_GRID = (0.0, 5e-4, 1e-3, 2e-3, 4e-3, 8e-3)
@@ -85,13 +87,6 @@ def postprocess(prob: np.ndarray, *, threshold: float = 0.5, fill_holes: bool = 
   return mask
 
 
-def nnunet_dice(pred: np.ndarray, gt: np.ndarray) -> float:
-  """Dice of two boolean masks; NaN when both are empty (nnU-Net: excluded),
-  0 for a prediction on an empty ground truth."""
-  denom = int(pred.sum()) + int(gt.sum())
-  return float("nan") if denom == 0 else 2.0 * float(np.logical_and(pred, gt).sum()) / denom
-
-
 def select_min_region_fraction(probs: Sequence[np.ndarray], gts: Sequence[np.ndarray], *,
                                threshold: float = 0.5, fill_holes: bool = True,
                                grid: Sequence[float] = SELECTION_GRID) -> tuple[float, dict]:
@@ -105,14 +100,14 @@ def select_min_region_fraction(probs: Sequence[np.ndarray], gts: Sequence[np.nda
     grid: candidate ``min_region_fraction`` values.
   Returns:
     ``(fraction, {fraction: mean Dice})``: the mean over images whose Dice is
-    defined (:func:`nnunet_dice`), the smallest fraction on ties.
+    defined (:func:`busjax.metrics.dice`), the smallest fraction on ties.
   """
   if len(probs) != len(gts) or not len(probs):
     raise ValueError(f"need matching, non-empty probs and gts, got {len(probs)} and {len(gts)}")
   scores = {}
   for f in sorted(grid):
-    d = [nnunet_dice(postprocess(p, threshold=threshold, fill_holes=fill_holes,
-                                 min_region_fraction=f), g) for p, g in zip(probs, gts)]
+    d = [metrics.dice(postprocess(p, threshold=threshold, fill_holes=fill_holes,
+                                  min_region_fraction=f), g) for p, g in zip(probs, gts)]
     d = [x for x in d if x == x]
     scores[float(f)] = float(np.mean(d)) if d else float("nan")
   best = max(scores, key=lambda f: (scores[f] if scores[f] == scores[f] else -1.0, -f))

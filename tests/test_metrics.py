@@ -230,3 +230,19 @@ def test_rejects_bad_inputs():
     M.segmentation_metrics(np.full((4, 4), 1.5), np.zeros((4, 4), bool))
   with pytest.raises(ValueError):
     M.segmentation_metrics(np.zeros((4, 4)), np.zeros((4, 5), bool))
+
+
+def test_dice_alone_equals_the_suites_dice():
+  rng = np.random.default_rng(3)
+  empty = np.zeros((16, 16), bool)
+  cases = [(rng.random((16, 16)) > 0.6, rng.random((16, 16)) > 0.5) for _ in range(3)]
+  cases += [(empty, empty), (empty, rng.random((16, 16)) > 0.5),
+            (rng.random((16, 16)) > 0.5, empty)]
+  for p, g in cases:
+    want = M.segmentation_metrics(p.astype(float), g)["dice"]
+    got = M.dice(p, g)
+    assert (got != got and want != want) or got == pytest.approx(want)
+  assert M.dice(empty, empty) != M.dice(empty, empty)   # NaN: excluded
+  assert M.dice(empty, ~empty) == 0.0
+  with pytest.raises(ValueError):
+    M.dice(empty, np.zeros((8, 8), bool))

@@ -57,7 +57,8 @@ def test_empty_and_channel_axis():
 
 
 def test_select_min_region_fraction_on_validation_images():
-  from busjax.postprocess import nnunet_dice, select_min_region_fraction
+  from busjax.metrics import dice
+  from busjax.postprocess import select_min_region_fraction
   # 100x100 images: a 20x20 lesion (4% of the area) predicted exactly, and a 6x6
   # speck (0.36%) on a lesion-free image. Removing regions under 0.4% or 0.8%
   # drops the speck (that image's Dice: 0 -> undefined, excluded): a tie, the
@@ -75,6 +76,6 @@ def test_select_min_region_fraction_on_validation_images():
   assert scores[4e-3] == scores[8e-3] == pytest.approx(1.0)
   assert scores[5e-2] == 0.0                     # the lesion is gone too
   assert f == 4e-3
-  assert nnunet_dice(gt_empty, gt_empty) != nnunet_dice(gt_empty, gt_empty)  # NaN
+  assert dice(gt_empty, gt_empty) != dice(gt_empty, gt_empty)  # NaN
   with pytest.raises(ValueError):
     select_min_region_fraction([lesion], [])

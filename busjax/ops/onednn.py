@@ -132,8 +132,8 @@ def implementation(pass_: str, x_shape: tuple[int, int, int, int], features: int
   the convolution of an ``x_shape`` (``[B,H,W,C]``) input to ``features``
   channels, e.g. ``"brg:avx512_core"``. ``padding`` defaults to stride-1 "SAME"."""
   b, h, w, c = x_shape
-  (pt, pb), (pl, pr) = padding or (same_padding(kernel, dilation),) * 2
-  ho, wo = (out_size(n, kernel, stride, dilation, p) for n, p in ((h, (pt, pb)), (w, (pl, pr))))
+  padding, (ho, wo) = _geometry((h, w), kernel, stride, dilation, padding)
+  (pt, pb), (pl, pr) = padding
   return _load().BusjaxConvImpl(PASSES.index(pass_), b, h, w, c, ho, wo, features, kernel, stride,
                                 dilation, pt, pb, pl, pr).decode()
 
@@ -142,6 +142,15 @@ def same_padding(kernel: int, dilation: int = 1) -> tuple[int, int]:
   """(before, after) padding of a stride-1 "SAME" convolution, split as lax splits it."""
   total = (kernel - 1) * dilation
   return total // 2, total - total // 2
+
+
+def _geometry(in_hw: tuple[int, int], kernel: int, stride: int, dilation: int,
+              padding: Padding | None) -> tuple[Padding, tuple[int, int]]:
+  """``(padding, (Ho, Wo))`` of a forward convolution; ``None`` padding is
+  stride-1 "SAME"."""
+  padding = padding or (same_padding(kernel, dilation),) * 2
+  return padding, tuple(out_size(n, kernel, stride, dilation, p)  # type: ignore[return-value]
+                        for n, p in zip(in_hw, padding))
 
 
 def _call(target: str, shape, *args, stride: int, dilation: int, padding: Padding):
@@ -161,9 +170,7 @@ def conv_fwd(x: jnp.ndarray, w: jnp.ndarray, *, stride: int = 1, dilation: int =
   ``padding`` is ``((top, bottom), (left, right))``, default stride-1 "SAME";
   ``Ho = (H + top + bottom - (K-1)*dilation - 1) // stride + 1``, likewise Wo.
   """
-  k = w.shape[0]
-  padding = padding or (same_padding(k, dilation),) * 2
-  ho, wo = (out_size(n, k, stride, dilation, p) for n, p in zip(x.shape[1:3], padding))
+  padding, (ho, wo) = _geometry(x.shape[1:3], w.shape[0], stride, dilation, padding)
   return _call("busjax_conv_fwd", (x.shape[0], ho, wo, w.shape[3]), x, w, stride=stride,
                dilation=dilation, padding=padding)
 
@@ -174,9 +181,7 @@ def conv_fwd_affine_relu(x: jnp.ndarray, w: jnp.ndarray, scale: jnp.ndarray, shi
   """``relu(conv_fwd(x, w) * scale + shift)`` in one oneDNN kernel (per-channel
   post-ops; scale, shift ``[O]``). No gradient of its own: see
   :func:`busjax.ops.conv.conv2d_affine_relu`."""
-  k = w.shape[0]
-  padding = padding or (same_padding(k, dilation),) * 2
-  ho, wo = (out_size(n, k, stride, dilation, p) for n, p in zip(x.shape[1:3], padding))
+  padding, (ho, wo) = _geometry(x.shape[1:3], w.shape[0], stride, dilation, padding)
   return _call("busjax_conv_fwd_affine_relu", (x.shape[0], ho, wo, w.shape[3]), x, w, scale,
                shift, stride=stride, dilation=dilation, padding=padding)
 
