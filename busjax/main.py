@@ -86,8 +86,13 @@ def main(argv):
       print(f"error: {e}", file=sys.stderr)
       sys.exit(2)
     print(f"[busjax] convolution kernels: {conv.describe(backend)}")
-  from busjax import trainers
-  trainers.run(cfg, FLAGS.workdir)
+  from busjax import checkpointing, trainers
+  try:
+    trainers.run(cfg, FLAGS.workdir)
+  except (checkpointing.CheckpointMismatchError, FloatingPointError) as e:
+    # Our own messages name the folder and the way out; a traceback adds nothing.
+    print(f"error: {e}", file=sys.stderr)
+    sys.exit(1)
 
 
 def run():

@@ -315,21 +315,24 @@ def train_and_evaluate(cfg, workdir: str, *, data, quiet: bool, init_state: Call
   from busjax import checkpointing, evaluate
   from busjax.data import pipeline
 
-  rdir, data, parts = prepare_run(cfg, workdir, data)
-  # Committed to the device like the arrays a checkpoint restores: jit caches on
-  # committedness, and a mismatch recompiles the step and predict after a resume.
-  state = jax.device_put(init_state(), jax.devices()[0])
-  ckpt = checkpointing.Checkpoints(os.path.join(rdir, "checkpoints"), model_name=cfg.model_name,
-                                   keep=cfg.keep_checkpoints)
-  spe = pipeline.steps_per_epoch(len(parts["train"].images), cfg.batch_size)
-  total = spe * cfg.epochs
-  if cfg.max_steps:
-    total = min(total, cfg.max_steps)
-  opt = cfg.optimizer
-  plateau = Plateau(opt.learning_rate, opt.plateau_factor, opt.plateau_patience,
-                    cfg.early_stopping_patience)
-  meta = {"stopped_early": False}
-  try:  # the managers' background threads end on every way out (a NaN, a mismatch)
+  ckpt = checkpointing.Checkpoints(os.path.join(run_dir(workdir, cfg), "checkpoints"),
+                                   model_name=cfg.model_name, keep=cfg.keep_checkpoints,
+                                   identity=checkpointing.run_identity(cfg))
+  # The managers' background threads end on every way out (a NaN, a mismatch).
+  try:
+    ckpt.check()  # a folder of another model or run is refused before its files are rewritten
+    rdir, data, parts = prepare_run(cfg, workdir, data)
+    # Committed to the device like the arrays a checkpoint restores: jit caches on
+    # committedness, and a mismatch recompiles the step and predict after a resume.
+    state = jax.device_put(init_state(), jax.devices()[0])
+    spe = pipeline.steps_per_epoch(len(parts["train"].images), cfg.batch_size)
+    total = spe * cfg.epochs
+    if cfg.max_steps:
+      total = min(total, cfg.max_steps)
+    opt = cfg.optimizer
+    plateau = Plateau(opt.learning_rate, opt.plateau_factor, opt.plateau_patience,
+                      cfg.early_stopping_patience)
+    meta = {"stopped_early": False}
     restored = ckpt.restore(state)
     if restored is not None:
       state, meta = restored

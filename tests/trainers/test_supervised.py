@@ -163,8 +163,18 @@ def test_checkpoint_of_another_model_is_refused(tmp_path, data):
     ckpt.restore({"x": np.zeros(1)})
   wider = tiny_cfg(max_steps=2)
   wider.model.width = 8
-  with pytest.raises(checkpointing.CheckpointMismatchError, match="does not fit"):
+  with pytest.raises(checkpointing.CheckpointMismatchError,
+                     match=r"model.width: 4 \(checkpoint\) vs 8 \(this run\)"):
     supervised.train(wider, str(tmp_path), data=data, quiet=True)
+  # Without the stored identity (older checkpoints) the arrays' shapes still tell.
+  state = supervised.create_train_state(wider, registry.build_model(wider),
+                                        jax.random.key(0, impl=wider.prng_impl))
+  ckpt = checkpointing.Checkpoints(str(rdir / "checkpoints"), model_name="unet")
+  try:
+    with pytest.raises(checkpointing.CheckpointMismatchError, match="does not fit"):
+      ckpt.restore(state)
+  finally:
+    ckpt.close()
 
 
 def test_nan_loss_is_a_clear_error(tmp_path, data):
@@ -180,3 +190,24 @@ def test_eval_only_without_checkpoint_fails(tmp_path, data):
   cfg.eval_only = True
   with pytest.raises(FileNotFoundError, match="no best checkpoint"):
     supervised.train(cfg, str(tmp_path), data=data, quiet=True)
+
+
+def test_checkpoint_of_another_run_is_refused_before_anything_is_written(tmp_path, data):
+  cfg = tiny_cfg(max_steps=1)
+  supervised.train(cfg, str(tmp_path), data=data, quiet=True)
+  rdir = tmp_path / "fake" / "unet" / "fold_0"
+  kept = {f: (rdir / f).read_text() for f in ("config.json", "splits.json", "eval.json")}
+  # Another seed draws other folds: its test split would hold this run's training images.
+  for eval_only in (False, True):
+    other = tiny_cfg(max_steps=1, seed=1, eval_only=eval_only)
+    with pytest.raises(checkpointing.CheckpointMismatchError,
+                       match=r"another run of 'unet': seed: 0 \(checkpoint\) vs 1 \(this run\)"):
+      supervised.train(other, str(tmp_path), data=data, quiet=True)
+  bigger = tiny_cfg(max_steps=1, image_size=96)  # a fully convolutional net would run
+  with pytest.raises(checkpointing.CheckpointMismatchError, match="image_size: 64"):
+    supervised.train(bigger, str(tmp_path), data=data, quiet=True)
+  assert {f: (rdir / f).read_text() for f in kept} == kept
+  # How long, how evaluated: free to change (resumes to step 2, then evaluates).
+  longer = tiny_cfg(max_steps=2, threshold=0.4, num_overlays=0)
+  supervised.train(longer, str(tmp_path), data=data, quiet=True)
+  assert params_of(str(rdir), longer)[1]["step"] == 2
