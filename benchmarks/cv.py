@@ -3,6 +3,7 @@
   python -m benchmarks.cv --models=unet,stan,rca_iunet --dataset=busi --num_folds=5
   python -m benchmarks.cv --models=unet --dataset=busbra --folds=0,1 --schedule=paper
   python -m benchmarks.cv --models=unet,stan --train_dataset=busi --test_datasets=busbra,udiat_b
+  python -m benchmarks.cv --models=unet --seeds=0,1,2 --num_folds=5 --folds=0   # repeated draws
 
 Each cell (model, dataset, fold) is trained and evaluated by
 ``busjax.trainers.run``, the code path of ``python -m busjax.main`` (same
@@ -21,6 +22,14 @@ fold is evaluated, without fine-tuning, on the whole of B and of C (every
 example is a test example) through ``busjax.evaluate.evaluate_run``; those
 rows have ``kind="cross"`` and their ``eval.json`` is in
 ``<run>/cross/<test dataset>/``.
+
+Repeated cross-validation: ``--seeds=0,1,2`` runs every cell once per seed
+(the seed draws the folds, the initialisation, the data order and the
+augmentation), each seed's runs in ``<workdir>/seed_<s>/``; every row
+carries its ``seed`` and a ``series_hash`` (the config hash without fold and
+seed) by which ``benchmarks.summarize`` pools the runs of all seeds. One run
+of a config on one split is a draw: on the synthetic data two draws of the
+default U-Net on the same split differed by 0.066 DSC (README "Results").
 
 ``--set key=value`` applies to every model; ``--set model:key=value`` to one
 (e.g. ``--set unet:model.width=8 --set rca_iunet:model.base_width=8``).
@@ -44,17 +53,24 @@ CROSS = "cross"
 class Cell:
   """One benchmark cell: ``model`` trained on fold ``fold`` of ``train_dataset``,
   tested on that fold's test split (``kind="cv"``) or on the whole of
-  ``test_dataset`` (``kind="cross"``)."""
+  ``test_dataset`` (``kind="cross"``). ``seed``: set when the benchmark repeats
+  seeds (``--seeds``); the run then lives under ``<workdir>/seed_<seed>/``."""
   kind: str
   model: str
   train_dataset: str
   test_dataset: str
   fold: int
+  seed: int | None = None
 
   def describe(self) -> str:
+    where = f"fold {self.fold}" + ("" if self.seed is None else f" seed {self.seed}")
     if self.kind == CV:
-      return f"{self.model} {self.train_dataset} fold {self.fold}"
-    return f"{self.model} {self.train_dataset}->{self.test_dataset} fold {self.fold}"
+      return f"{self.model} {self.train_dataset} {where}"
+    return f"{self.model} {self.train_dataset}->{self.test_dataset} {where}"
+
+  def workdir(self, root: str) -> str:
+    """The root of this cell's run folder: ``root``, or ``root/seed_<seed>``."""
+    return root if self.seed is None else os.path.join(root, f"seed_{self.seed}")
 
 
 def row_key(row: Mapping[str, Any]) -> tuple:
@@ -223,9 +239,10 @@ def make_row(cell: Cell, cfg, result: dict, *, env: dict, params: int, wall_s: f
   row = {
       "kind": cell.kind, "model": cell.model, "dataset": cell.train_dataset,
       "train_dataset": cell.train_dataset, "test_dataset": cell.test_dataset,
-      "fold": cell.fold, "num_folds": cfg.num_folds, "schedule": cfg.variant,
+      "fold": cell.fold, "num_folds": cfg.num_folds, "seed": cfg.seed, "schedule": cfg.variant,
       "config_hash": trainer_common.config_hash(cfg),
-      "experiment_hash": experiment_hash(cfg), "image_size": cfg.image_size,
+      "experiment_hash": experiment_hash(cfg), "series_hash": series_hash(cfg),
+      "image_size": cfg.image_size,
       "batch_size": cfg.batch_size, "epochs": cfg.epochs, "max_steps": cfg.max_steps,
       **env, "params": params, "wall_s": wall_s, "resumed": resumed,
       "train_images": train_images, "test_images": result["num_test_images"],
@@ -253,6 +270,16 @@ def experiment_hash(cfg) -> str:
   return trainer_common.config_hash(c)
 
 
+def series_hash(cfg) -> str:
+  """The config hash without fold and seed: equal for every run of one
+  experiment repeated over seeds (``benchmarks.summarize`` pools them by it)."""
+  from busjax.trainers import common as trainer_common
+
+  c = cfg.copy_and_resolve_references()
+  c.fold, c.seed = -1, -1
+  return trainer_common.config_hash(c)
+
+
 def _has_checkpoint(rdir: str) -> bool:
   latest = os.path.join(rdir, "checkpoints", "latest")
   return os.path.isdir(latest) and any(n.isdigit() for n in os.listdir(latest))
@@ -265,10 +292,12 @@ def plan_cells(models: Sequence[str], *, dataset: str, num_folds: int,
                folds: Sequence[int] | None = None, test_datasets: Sequence[str] = (),
                schedule: str = "default", epochs: int | None = None,
                image_size: int | None = None, batch_size: int | None = None,
-               seed: int | None = None, overrides: Sequence[str] = ()) -> list[tuple]:
-  """``[(cell, config, config hash)]`` in run order: for each model and fold the
-  cross-validation cell, then its cross-dataset cells. Raises ``KeyError`` /
-  ``ValueError`` for unknown models, config fields or folds out of range."""
+               seed: int | None = None, seeds: Sequence[int] | None = None,
+               overrides: Sequence[str] = ()) -> list[tuple]:
+  """``[(cell, config, config hash)]`` in run order: for each model, seed (of
+  ``seeds``, or the one ``seed``) and fold the cross-validation cell, then its
+  cross-dataset cells. Raises ``KeyError`` / ``ValueError`` for unknown models,
+  config fields or folds out of range, or both ``seed`` and ``seeds``."""
   from busjax.trainers import common as trainer_common
 
   common.check_models(models)
@@ -276,17 +305,23 @@ def plan_cells(models: Sequence[str], *, dataset: str, num_folds: int,
   bad = [f for f in folds if not 0 <= f < num_folds]
   if bad:
     raise ValueError(f"folds {bad} out of range for num_folds={num_folds}")
+  if seeds is not None and seed is not None:
+    raise ValueError("give seed or seeds, not both")
+  if seeds is not None and (not seeds or len(set(seeds)) != len(seeds)):
+    raise ValueError(f"seeds must be distinct and at least one, got {list(seeds)}")
   plan = []
   for model in models:
-    for fold in folds:
-      cfg = common.build_config(model, schedule=schedule, overrides=overrides, dataset=dataset,
-                                fold=fold, num_folds=num_folds, epochs=epochs,
-                                image_size=image_size, batch_size=batch_size, seed=seed)
-      h = trainer_common.config_hash(cfg)
-      plan.append((Cell(CV, model, dataset, dataset, fold), cfg, h))
-      for td in test_datasets:
-        if td != dataset:
-          plan.append((Cell(CROSS, model, dataset, td, fold), cfg, h))
+    for s in ([seed] if seeds is None else [int(x) for x in seeds]):
+      for fold in folds:
+        cfg = common.build_config(model, schedule=schedule, overrides=overrides, dataset=dataset,
+                                  fold=fold, num_folds=num_folds, epochs=epochs,
+                                  image_size=image_size, batch_size=batch_size, seed=s)
+        h = trainer_common.config_hash(cfg)
+        cell_seed = None if seeds is None else cfg.seed
+        plan.append((Cell(CV, model, dataset, dataset, fold, cell_seed), cfg, h))
+        for td in test_datasets:
+          if td != dataset:
+            plan.append((Cell(CROSS, model, dataset, td, fold, cell_seed), cfg, h))
   return plan
 
 
@@ -294,7 +329,8 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
                   folds: Sequence[int] | None = None, test_datasets: Sequence[str] = (),
                   schedule: str = "default", epochs: int | None = None,
                   image_size: int | None = None, batch_size: int | None = None,
-                  seed: int | None = None, overrides: Sequence[str] = (), workdir: str = "runs",
+                  seed: int | None = None, seeds: Sequence[int] | None = None,
+                  overrides: Sequence[str] = (), workdir: str = "runs",
                   results: str | None = None, data_dir: str | None = None,
                   manual_dirs: Mapping[str, str] | None = None,
                   sources: Mapping[str, Any] | None = None, timing_repeats: int = 10,
@@ -309,6 +345,8 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
       (cross-dataset rows); empty for plain cross-validation.
     schedule, epochs, image_size, batch_size, seed, overrides: as in
       ``busjax.main`` (``overrides`` may carry ``model:`` prefixes).
+    seeds: run every cell once per seed (instead of ``seed``), each seed's
+      runs under ``<workdir>/seed_<s>/``.
     workdir: root of the run folders.
     results: the results JSONL (default ``<workdir>/benchmarks/cv.jsonl``).
     data_dir, manual_dirs: TFDS data_dir; ``{dataset: manual_dir}``.
@@ -329,7 +367,8 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
   cache = DataCache(sources, data_dir, manual_dirs)
   plan = plan_cells(models, dataset=dataset, num_folds=num_folds, folds=folds,
                     test_datasets=test_datasets, schedule=schedule, epochs=epochs,
-                    image_size=image_size, batch_size=batch_size, seed=seed, overrides=overrides)
+                    image_size=image_size, batch_size=batch_size, seed=seed, seeds=seeds,
+                    overrides=overrides)
   done = {row_key(r) for r in common.read_rows(results)}
   todo = sum(cell_key(c, h) not in done for c, _, h in plan)
   log(f"[cv] {len(plan)} cells ({len(plan) - todo} already in {results}), {todo} to run")
@@ -343,12 +382,12 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
       log(f"{head}: in results, skipped")
       continue
     t0 = time.perf_counter()
-    rdir = trainer_common.run_dir(workdir, cfg)
+    rdir = trainer_common.run_dir(cell.workdir(workdir), cfg)
     data = cache.data(cfg)
     parts = pipeline.fold_splits(data, cfg)
     if cell.kind == CV:
       resumed = _has_checkpoint(rdir)
-      result = trainers.run(cfg, workdir, data=data, quiet=quiet)
+      result = trainers.run(cfg, cell.workdir(workdir), data=data, quiet=quiet)
       variables = restore_best_variables(cfg, rdir)
       test_images = parts["test"].images
       out_dir = rdir
@@ -414,6 +453,8 @@ def _define_flags():
   flags.DEFINE_integer("image_size", None, "Square input size (default: the profile's).")
   flags.DEFINE_integer("batch_size", None, "Batch size (default: the profile's).")
   flags.DEFINE_integer("seed", None, "Seed (default: the profile's).")
+  flags.DEFINE_list("seeds", None, "Repeat every cell once per seed (e.g. 0,1,2), each under "
+                    "<workdir>/seed_<s>/; instead of --seed.")
   flags.DEFINE_multi_string("set", [], "Config override key=value or model:key=value.")
   flags.DEFINE_string("workdir", "runs", "Root folder of the run outputs.")
   flags.DEFINE_string("results", None, "Results JSONL (default <workdir>/benchmarks/cv.jsonl).")
@@ -442,11 +483,12 @@ def main(argv):
       print(f"error: unknown dataset {ds!r}. Valid datasets: {', '.join(tfds_builders.DATASETS)}",
             file=sys.stderr)
       sys.exit(2)
-  kwargs = dict(dataset=dataset, num_folds=f.num_folds,
-                folds=None if f.folds is None else [int(x) for x in f.folds],
-                test_datasets=f.test_datasets, schedule=f.schedule, epochs=f.epochs,
-                image_size=f.image_size, batch_size=f.batch_size, seed=f.seed, overrides=f.set)
   try:
+    kwargs = dict(dataset=dataset, num_folds=f.num_folds,
+                  folds=None if f.folds is None else [int(x) for x in f.folds],
+                  test_datasets=f.test_datasets, schedule=f.schedule, epochs=f.epochs,
+                  image_size=f.image_size, batch_size=f.batch_size, seed=f.seed,
+                  seeds=None if f.seeds is None else [int(x) for x in f.seeds], overrides=f.set)
     plan_cells(f.models, **kwargs)  # unknown models, fields, folds: exit 2 before any work
   except (KeyError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -20,10 +20,13 @@ Reads the JSONL rows of :mod:`benchmarks.cv` (and, when present, of
   inference milliseconds per image.
 
 Rows are grouped by (kind, training dataset, test dataset, model,
-experiment hash: the config hash without the fold); when one fold appears
-twice in a group the later row counts. A model run with two configs on one
-dataset appears twice, labelled ``model [hash]``. "Images" counts the test
-images scored over all folds.
+series hash: the config hash without fold and seed; older rows without one
+use the experiment hash, the config hash without the fold); when one (seed,
+fold) appears twice in a group the later row counts. A model run with two
+configs on one dataset appears twice, labelled ``model [hash]``. A group's
+statistics are over its runs: its folds, and with ``benchmarks.cv --seeds``
+every fold of every seed (the "Folds" column then reads e.g. ``15 (3
+seeds)``). "Images" counts the test images scored over all runs.
 """
 from __future__ import annotations
 
@@ -43,8 +46,8 @@ COLUMNS: tuple[tuple[str, str], ...] = (
     ("accuracy", "Accuracy"), ("rmse", "RMSE"), ("miou_50_95", "mIoU"),
     ("dice_incl", "DSC*"), ("jaccard_incl", "JI*"))
 DISTANCE_KEYS = ("hd", "hd95", "ahd")
-FOOTNOTE = ("Mean ± std over folds of the per-fold mean over test images (the mean alone "
-            "for one fold). HD, HD95, AHD in "
+FOOTNOTE = ("Mean ± std over folds (every fold of every seed where seeds were repeated) of "
+            "the per-fold mean over test images (the mean alone for one fold). HD, HD95, AHD in "
             "pixels at the original resolution; FPR and AER are normalised by the ground-truth "
             "area (BUSIS). DSC*/JI*: normal-inclusive (an empty prediction on an empty mask "
             "scores 1); DSC/JI exclude such images. See busjax/metrics.py.")
@@ -58,23 +61,33 @@ def _nan(v: Any) -> float:
 
 
 def group_rows(rows: Iterable[dict], kind: str) -> list[dict]:
-  """Rows of ``kind`` grouped into ``{key fields, label, rows (one per fold, by fold)}``."""
-  groups: dict[tuple, dict[int, dict]] = {}
+  """Rows of ``kind`` grouped into ``{key fields, label, n_seeds, rows (one per
+  run, by seed and fold)}``; ``experiment_hash`` is the group's series hash."""
+  groups: dict[tuple, dict[tuple, dict]] = {}
   for r in rows:
     if r.get("kind") != kind:
       continue
     key = (r["train_dataset"], r["test_dataset"], r["model"],
-           r.get("experiment_hash", r.get("config_hash")))
-    groups.setdefault(key, {})[int(r["fold"])] = r  # a later row of a fold wins
+           r.get("series_hash", r.get("experiment_hash", r.get("config_hash"))))
+    run = (r.get("seed") if "series_hash" in r else None, int(r["fold"]))
+    groups.setdefault(key, {})[run] = r  # a later row of a run wins
   hashes: dict[tuple, set] = {}
   for td, sd, m, h in groups:
     hashes.setdefault((td, sd, m), set()).add(h)
   out = []
-  for (td, sd, m, h), by_fold in groups.items():
+  for (td, sd, m, h), by_run in groups.items():
     label = m if len(hashes[(td, sd, m)]) == 1 else f"{m} [{(h or '')[:6]}]"
+    order = sorted(by_run, key=lambda k: (k[0] is None, k[0] or 0, k[1]))
     out.append({"train_dataset": td, "test_dataset": sd, "model": m, "experiment_hash": h,
-                "label": label, "rows": [by_fold[f] for f in sorted(by_fold)]})
+                "label": label, "n_seeds": len({s for s, _ in by_run}),
+                "rows": [by_run[k] for k in order]})
   return out
+
+
+def runs_cell(group: dict, n_runs: int) -> str:
+  """The "Folds" cell: the number of runs, with the number of seeds when repeated."""
+  n_seeds = group.get("n_seeds", 1)
+  return str(n_runs) if n_seeds <= 1 else f"{n_runs} ({n_seeds} seeds)"
 
 
 def aggregate(group: dict, summary_key: str = "summary") -> dict | None:
@@ -186,7 +199,7 @@ def metric_tables(rows: Sequence[dict], summary_key: str, title: str
       agg = aggregate(g, summary_key)
       if agg is None:
         continue
-      body.append([g["label"], agg["n_folds"], agg["n_images"]]
+      body.append([g["label"], runs_cell(g, agg["n_folds"]), agg["n_images"]]
                   + [format_cell(agg["metrics"].get(k), k) for k, _ in COLUMNS]
                   + [_params(agg["params"]), _ms(agg["inference_ms"])])
       csv_rows.append([ds, g["model"], g["experiment_hash"], agg["n_folds"], agg["n_images"]]
@@ -215,7 +228,7 @@ def postprocessing_table(rows: Sequence[dict]) -> tuple[str, str] | None:
         continue
       raw = aggregate(g, "summary")
       for name, agg in (("no", raw), ("yes", pp)):
-        body.append([g["label"], name, agg["n_folds"]]
+        body.append([g["label"], name, runs_cell(g, agg["n_folds"])]
                     + [format_cell(agg["metrics"].get(k), k) for k, _ in COLUMNS])
         csv_rows.append([ds, g["model"], g["experiment_hash"], name == "yes", agg["n_folds"]]
                         + _metric_csv_cells(agg))
@@ -253,7 +266,7 @@ def cross_dataset_table(rows: Sequence[dict]) -> tuple[str, str] | None:
         agg = aggregate(g) if g else None
         line.append(format_cell(agg["metrics"].get("dice"), "dice") if agg else "–")
         if agg:
-          full.append([label, t, agg["n_folds"], agg["n_images"]]
+          full.append([label, t, runs_cell(g, agg["n_folds"]), agg["n_images"]]
                       + [format_cell(agg["metrics"].get(k), k) for k, _ in COLUMNS])
           csv_rows.append([train, t, model, h, agg["n_folds"], agg["n_images"]]
                           + _metric_csv_cells(agg))

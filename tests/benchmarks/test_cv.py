@@ -114,6 +114,36 @@ def test_plan_and_errors():
   assert unet.model.width == 6 and stan.model.width != 6 and unet.epochs == stan.epochs == 3
   with pytest.raises(KeyError, match="depth"):
     cv.plan_cells(["stan"], dataset="a", num_folds=3, overrides=["model.depth=2"])
+  # Repeated seeds: one cell per seed and fold, each in its own folder.
+  plan = cv.plan_cells(["unet"], dataset="a", num_folds=3, folds=[0, 1], seeds=[3, 4],
+                       schedule="tiny")
+  assert [(c.seed, c.fold, cfg.seed) for c, cfg, _ in plan] == [
+      (3, 0, 3), (3, 1, 3), (4, 0, 4), (4, 1, 4)]
+  assert plan[0][0].workdir("w") == os.path.join("w", "seed_3")
+  assert "fold 1 seed 4" in plan[-1][0].describe()
+  assert cv.series_hash(plan[0][1]) == cv.series_hash(plan[-1][1])
+  assert cv.experiment_hash(plan[0][1]) != cv.experiment_hash(plan[-1][1])
+  with pytest.raises(ValueError, match="not both"):
+    cv.plan_cells(["unet"], dataset="a", num_folds=3, seed=1, seeds=[1, 2])
+  with pytest.raises(ValueError, match="distinct"):
+    cv.plan_cells(["unet"], dataset="a", num_folds=3, seeds=[1, 1])
+
+
+def test_seeds_repeat_cells_in_their_own_folders(tmp_path, sources):
+  kw = dict(models=["unet"], dataset="fake_a", num_folds=4, folds=[0], schedule="tiny",
+            overrides=OVERRIDES, workdir=str(tmp_path / "runs"),
+            results=str(tmp_path / "results.jsonl"), sources=sources, timing_repeats=1,
+            log=lambda s: None)
+  rows = cv.run_benchmark(**kw, seeds=[0, 1])
+  assert [r["seed"] for r in rows] == [0, 1]
+  assert len({r["series_hash"] for r in rows}) == 1
+  assert len({r["experiment_hash"] for r in rows}) == 2
+  for r in rows:
+    assert r["run_dir"] == os.path.join(str(tmp_path / "runs"), f"seed_{r['seed']}", "fake_a",
+                                        "unet", "fold_0")
+  # The seed draws the folds: the two test splits differ.
+  assert set(rows[0]["per_image"]["name"]) != set(rows[1]["per_image"]["name"])
+  assert cv.run_benchmark(**kw, seeds=[0, 1]) == []  # both already in the results
 
 
 def test_append_row_is_one_valid_line_per_row(tmp_path):

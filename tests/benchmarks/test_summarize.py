@@ -119,6 +119,24 @@ def test_latest_row_of_a_fold_wins_and_configs_stay_apart(rows):
   assert t["unet [unet-w]"]["DSC"] == "0.1000"
 
 
+def test_repeated_seeds_pool_into_one_group_by_series_hash():
+  def seeded(seed, fold, dice):
+    return row("stan", fold, seed=seed, series_hash="stan-series",
+               experiment_hash=f"stan-exp-{seed}", config_hash=f"stan{seed}{fold}",
+               summary=summary(dice=dice))
+  runs = [seeded(0, 0, 0.8), seeded(0, 1, 0.7), seeded(1, 0, 0.6), seeded(1, 1, 0.5),
+          seeded(1, 1, 0.9)]  # the rerun of seed 1, fold 1 replaces 0.5
+  (g,) = summarize.group_rows(runs, "cv")
+  assert g["n_seeds"] == 2 and [(r["seed"], r["fold"]) for r in g["rows"]] == [
+      (0, 0), (0, 1), (1, 0), (1, 1)]
+  text, csv_text = summarize.metric_tables(runs, "summary", "All")
+  t = md_table(text, "All: busi")
+  assert t["stan"]["DSC"] == "0.7500 ± 0.1118"  # 0.8, 0.7, 0.6, 0.9: population std
+  assert t["stan"]["Folds"] == "4 (2 seeds)"
+  (line,) = list(csv.DictReader(csv_text.splitlines()))
+  assert line["n_folds"] == "4" and line["experiment_hash"] == "stan-series"
+
+
 def test_cli_writes_files_and_rejects_missing(tmp_path, rows):
   path = str(tmp_path / "results.jsonl")
   for r in rows:
