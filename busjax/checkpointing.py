@@ -56,15 +56,12 @@ def run_identity(cfg) -> dict[str, Any]:
 
 
 def identity_differences(saved: Mapping[str, Any], current: Mapping[str, Any]) -> list[str]:
-  """``["seed: 0 (checkpoint) vs 1 (this run)", ...]`` for every field that differs."""
-  missing = object()
-  out = []
-  for k in sorted(set(saved) | set(current)):
-    a, b = saved.get(k, missing), current.get(k, missing)
-    if a != b:
-      fmt = lambda v: "absent" if v is missing else json.dumps(v)
-      out.append(f"{k}: {fmt(a)} (checkpoint) vs {fmt(b)} (this run)")
-  return out
+  """``["seed: 0 (checkpoint) vs 1 (this run)", ...]`` for every field both
+  have with different values. A field only one side has is not compared: a
+  newer busjax adds config fields (with defaults that keep the old behaviour)
+  and must still resume and evaluate older runs."""
+  return [f"{k}: {json.dumps(saved[k])} (checkpoint) vs {json.dumps(current[k])} (this run)"
+          for k in sorted(set(saved) & set(current)) if saved[k] != current[k]]
 
 
 class Checkpoints:
