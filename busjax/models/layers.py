@@ -161,10 +161,10 @@ class Conv(nn.Module):
   bias_init: Callable = nn.initializers.zeros_init()
 
   @nn.compact
-  def __call__(self, x: jnp.ndarray, *, scale: jnp.ndarray | None = None,
-               shift: jnp.ndarray | None = None, relu: bool = False) -> jnp.ndarray:
-    """``conv(x)``, or with the optional epilogue ``relu(conv(x) * scale + shift)``
-    (``scale``, ``shift`` ``[features]``), which oneDNN runs as one kernel at
+  def __call__(self, x: jnp.ndarray, *,
+               affine_relu: tuple[jnp.ndarray, jnp.ndarray] | None = None) -> jnp.ndarray:
+    """``conv(x)``, or with ``affine_relu=(scale, shift)`` (each ``[features]``)
+    ``relu(conv(x) * scale + shift)``, which oneDNN runs as one kernel at
     inference (a folded BatchNorm+ReLU)."""
     k = self.kernel
     w = self.param("kernel", self.kernel_init, (k, k, x.shape[-1], self.features))
@@ -172,18 +172,13 @@ class Conv(nn.Module):
     w = compute_cast(w, x.dtype)
     padding = self.padding if isinstance(self.padding, str) else tuple(map(tuple, self.padding))
     kw = dict(stride=self.strides, padding=padding, dilation=self.dilation, backend=self.backend)
-    if relu:
-      scale = jnp.ones((self.features,), w.dtype) if scale is None else scale
-      shift = jnp.zeros((self.features,), w.dtype) if shift is None else shift
+    if affine_relu is not None:
+      scale, shift = affine_relu
       if bias is not None:  # (conv + bias) * scale + shift
         shift = shift + bias * scale
       return conv2d_affine_relu(x, w, scale, shift, **kw)
     y = conv2d(x, w, **kw)
-    if bias is not None:
-      y = y + bias.astype(y.dtype)
-    if scale is not None:
-      y = y * scale
-    return y if shift is None else y + shift
+    return y if bias is None else y + bias.astype(y.dtype)
 
 
 class ConvBNReLU(nn.Module):
@@ -210,8 +205,7 @@ class ConvBNReLU(nn.Module):
       return bn(conv(x), train=train)
     # Inference on oneDNN: BatchNorm's per-channel affine map and the ReLU as
     # the convolution's post-ops: one kernel writes the block's output.
-    a, c = bn.folded()
-    return conv(x, scale=a, shift=c, relu=True)
+    return conv(x, affine_relu=bn.folded())
 
 
 class DoubleConv(nn.Module):

@@ -195,7 +195,7 @@ def test_conv2d_affine_relu_fused_equals_unfused():
   # The Conv layer's epilogue (with its own bias) on both backends.
   v = layers.Conv(5, 3).init(jax.random.key(0), x)
   v = jax.tree.map(lambda p: p + 0.1, v)
-  out = {be: layers.Conv(5, 3, backend=be).apply(v, x, scale=a, shift=c, relu=True)
+  out = {be: layers.Conv(5, 3, backend=be).apply(v, x, affine_relu=(a, c))
          for be in ("xla", "onednn")}
   _close(out["onednn"], out["xla"])
   ref = jax.nn.relu((layers.Conv(5, 3, backend="xla").apply(v, x)) * a + c)
