@@ -260,24 +260,25 @@ def make_row(cell: Cell, cfg, result: dict, *, env: dict, params: int, wall_s: f
   return row
 
 
-def experiment_hash(cfg) -> str:
-  """The config hash without the fold: equal for every fold of one experiment
-  (``benchmarks.summarize`` groups folds by it)."""
+def _hash_without(cfg, *fields: str) -> str:
+  """The config hash with ``fields`` blanked (set to -1)."""
   from busjax.trainers import common as trainer_common
 
   c = cfg.copy_and_resolve_references()
-  c.fold = -1
+  for f in fields:
+    c[f] = -1
   return trainer_common.config_hash(c)
+
+
+def experiment_hash(cfg) -> str:
+  """The config hash without the fold: equal for every fold of one experiment."""
+  return _hash_without(cfg, "fold")
 
 
 def series_hash(cfg) -> str:
   """The config hash without fold and seed: equal for every run of one
   experiment repeated over seeds (``benchmarks.summarize`` pools them by it)."""
-  from busjax.trainers import common as trainer_common
-
-  c = cfg.copy_and_resolve_references()
-  c.fold, c.seed = -1, -1
-  return trainer_common.config_hash(c)
+  return _hash_without(cfg, "fold", "seed")
 
 
 def _has_checkpoint(rdir: str) -> bool:
