@@ -423,6 +423,23 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
   return written
 
 
+def run_or_exit(models: Sequence[str], **kwargs) -> list[dict]:
+  """:func:`run_benchmark` for the command line: a cell whose folder holds
+  another run's checkpoint, or a NaN loss, ends it with the one-line message
+  (exit code 1, no traceback) instead, as ``busjax.main`` does; the rows of the
+  cells before it stay in the results file."""
+  from busjax import checkpointing
+
+  try:
+    return run_benchmark(models, **kwargs)
+  except (checkpointing.CheckpointMismatchError, FloatingPointError) as e:
+    results = kwargs.get("results") or os.path.join(kwargs.get("workdir", "runs"), "benchmarks",
+                                                    "cv.jsonl")
+    print(f"error: {e}\n(the rows of the cells finished before it stay in {results})",
+          file=sys.stderr)
+    sys.exit(1)
+
+
 def parse_manual_dirs(items: Sequence[str], default_dataset: str) -> dict[str, str]:
   """``--manual_dir`` items: ``["busi=/data/BUSI", "/data/X"]`` ->
   ``{"busi": "/data/BUSI", default_dataset: "/data/X"}``."""
@@ -494,7 +511,7 @@ def main(argv):
   except (KeyError, ValueError) as e:
     print(f"error: {e}", file=sys.stderr)
     sys.exit(2)
-  run_benchmark(
+  run_or_exit(
       f.models, **kwargs, workdir=f.workdir, results=f.results, data_dir=f.data_dir,
       manual_dirs=parse_manual_dirs(f.manual_dir, dataset), timing_repeats=f.timing_repeats,
       quiet=not f.verbose, log=lambda s: print(s, flush=True))

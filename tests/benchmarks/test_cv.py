@@ -158,3 +158,25 @@ def test_append_row_is_one_valid_line_per_row(tmp_path):
 def test_parse_manual_dirs():
   assert cv.parse_manual_dirs(["busi=/d/BUSI", "/d/x"], "busbra") == {
       "busi": "/d/BUSI", "busbra": "/d/x"}
+
+
+def test_a_folder_of_another_run_ends_the_command_with_one_line(tmp_path, sources, capsys):
+  from busjax import checkpointing
+  kw = dict(dataset="fake_a", num_folds=4, folds=[0], schedule="tiny", overrides=OVERRIDES,
+            workdir=str(tmp_path / "runs"), results=str(tmp_path / "results.jsonl"),
+            sources=sources, timing_repeats=1, log=lambda s: None)
+  (_, cfg, _), = cv.plan_cells(["unet"], dataset="fake_a", num_folds=4, folds=[0],
+                               schedule="tiny", overrides=OVERRIDES)
+  ckpt_dir = os.path.join(str(tmp_path / "runs"), "fake_a", "unet", "fold_0", "checkpoints")
+  ckpt = checkpointing.Checkpoints(ckpt_dir, model_name="unet",
+                                   identity={**checkpointing.run_identity(cfg), "seed": 9})
+  ckpt.save(1, {"w": np.zeros(2)}, {})
+  ckpt.close()
+  with pytest.raises(SystemExit) as exit_info:
+    cv.run_or_exit(["unet"], **kw)
+  assert exit_info.value.code == 1
+  err = capsys.readouterr().err
+  assert "\nerror: checkpoint " in "\n" + err.split("\r")[-1].lstrip()
+  assert "seed: 9 (checkpoint) vs 0 (this run)" in err and "Traceback" not in err
+  assert str(tmp_path / "results.jsonl") in err
+  assert not os.path.exists(tmp_path / "results.jsonl")
