@@ -11,9 +11,12 @@ def get_config(variant: str = "default", name: str = "unet"):
   # "bfloat16": mixed precision (GPU/TPU; on CPU XLA's bfloat16 kernels are slow).
   c.model.dtype = "float32"
   if variant == "default":
-    # 20 cosine epochs: ~5 min on a 2-vCPU AVX-512 machine with oneDNN's
-    # convolutions (~3 steps/s at 128x128, batch 8, width 16).
-    c.epochs = 20
+    # 30 cosine epochs: ~7 min on a 2-vCPU AVX-512 machine with oneDNN's
+    # convolutions (~3 steps/s at 128x128, batch 8, width 16). Against 20 epochs
+    # over six draws (seeds 0/1/2 x two initialisation draws, synthetic fold 0):
+    # best validation Dice 0.756 -> 0.771, test DSC 0.756 -> 0.771, DSC* 0.795 ->
+    # 0.808, higher in 5 of the 6 pairs (README "Results").
+    c.epochs = 30
     # Half of the Dice term pooled over the batch (nnU-Net's batch Dice): per-image
     # Dice gives up on false positives in lesion-free images (its gradient
     # vanishes once a blob exists), pooled Dice alone loses lesion Dice. Synthetic
