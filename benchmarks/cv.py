@@ -364,7 +364,7 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
   from busjax.trainers import common as trainer_common
   from busjax.trainers import supervised
 
-  results = results or os.path.join(workdir, "benchmarks", "cv.jsonl")
+  results = results_file(workdir, results)
   cache = DataCache(sources, data_dir, manual_dirs)
   plan = plan_cells(models, dataset=dataset, num_folds=num_folds, folds=folds,
                     test_datasets=test_datasets, schedule=schedule, epochs=epochs,
@@ -423,7 +423,13 @@ def run_benchmark(models: Sequence[str], *, dataset: str, num_folds: int = 5,
   return written
 
 
-def run_or_exit(models: Sequence[str], **kwargs) -> list[dict]:
+def results_file(workdir: str, results: str | None) -> str:
+  """The results JSONL: ``results``, or ``<workdir>/benchmarks/cv.jsonl``."""
+  return results or os.path.join(workdir, "benchmarks", "cv.jsonl")
+
+
+def run_or_exit(models: Sequence[str], *, workdir: str, results: str | None = None,
+                **kwargs) -> list[dict]:
   """:func:`run_benchmark` for the command line: a cell whose folder holds
   another run's checkpoint, or a NaN loss, ends it with the one-line message
   (exit code 1, no traceback) instead, as ``busjax.main`` does; the rows of the
@@ -431,12 +437,10 @@ def run_or_exit(models: Sequence[str], **kwargs) -> list[dict]:
   from busjax import checkpointing
 
   try:
-    return run_benchmark(models, **kwargs)
+    return run_benchmark(models, workdir=workdir, results=results, **kwargs)
   except (checkpointing.CheckpointMismatchError, FloatingPointError) as e:
-    results = kwargs.get("results") or os.path.join(kwargs.get("workdir", "runs"), "benchmarks",
-                                                    "cv.jsonl")
-    print(f"error: {e}\n(the rows of the cells finished before it stay in {results})",
-          file=sys.stderr)
+    print(f"error: {e}\n(the rows of the cells finished before it stay in "
+          f"{results_file(workdir, results)})", file=sys.stderr)
     sys.exit(1)
 
 
